@@ -1,0 +1,25 @@
+"""Agents: everything that implements the policy interface (``valuegym.agents.policy``)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from importlib import import_module
+from typing import Any
+
+from valuegym.agents.policy import Policy
+
+#: agent ``kind`` in an agent config -> "module:function(cfg, env_name) -> Policy"
+KINDS: dict[str, str] = {
+    "scripted": "valuegym.agents.scripted:make_from_config",
+    "llm": "valuegym.agents.llm.policy:make_from_config",
+    "rl": "valuegym.agents.rl.policy:make_from_config",
+}
+
+
+def make_policy(cfg: Mapping[str, Any], env_name: str) -> Policy:
+    """Build the policy described by an agent config (``conf/agent/...``) for ``env_name``."""
+    kind = cfg.get("kind")
+    if kind not in KINDS:
+        raise ValueError(f"agent config needs kind in {sorted(KINDS)}, got {kind!r}")
+    module, function = KINDS[kind].split(":")
+    return getattr(import_module(module), function)(cfg, env_name)

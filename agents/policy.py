@@ -1,0 +1,106 @@
+"""The one policy interface that scripted, LLM, RL and affect-regulated agents implement.
+
+Modelled on Melting Pot's bot policy: per-agent state is explicit (``initial_state``
+returns it, ``step_batch`` returns the next one) so a policy object holds no
+per-episode mutable state and can serve many agents and episodes at once.
+
+``step_batch`` is a coroutine taking every agent this policy controls in a step
+(possibly from several episodes), so LLM calls are issued together rather than
+one after another. Fast policies subclass :class:`SyncPolicy` and write ``step``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class AgentContext:
+    """What a policy learns about its seat when an episode starts."""
+
+    agent: str
+    env_name: str
+    agents: tuple[str, ...]
+    action_schema: Mapping[str, Any]  # JSON schema of the structured action (envs/spec.py)
+    episode_seed: int
+    scenario: str = ""
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One agent's view of one step, handed to its policy."""
+
+    agent: str
+    observation: Any  # the numeric observation (RL); a dict with an ``action_mask``
+    info: Mapping[
+        str, Any
+    ]  # ``situation``, ``events``, ``outcome`` (envs/spec.py); ``affect`` when regulated
+    state: Any
+
+
+@dataclass
+class LLMCall:
+    """Accounting for the model call(s) behind one decision."""
+
+    model: str
+    prompt: str
+    raw_reply: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_s: float = 0.0
+    cache_hit: bool = False
+    calls: int = 1
+    cost_usd: float | None = None
+
+
+@dataclass
+class Decision:
+    """A policy's choice: the action for the env plus what the records should know."""
+
+    action: Any  # an index into action_space(agent) or a structured action dict
+    valid: bool = True  # False: the policy could not produce an action and fell back
+    reason: str = ""  # why it was invalid (never silently dropped)
+    llm: LLMCall | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # e.g. persona, affect levels
+
+
+class Policy(ABC):
+    """Decides for the agents assigned to it."""
+
+    #: label written to the records' ``policy`` column, e.g. "scripted/ethical"
+    name: str = "policy"
+
+    @abstractmethod
+    def initial_state(self, context: AgentContext) -> Any:
+        """The per-agent state at the start of an episode."""
+
+    @abstractmethod
+    async def step_batch(self, turns: Sequence[Turn]) -> list[tuple[Decision, Any]]:
+        """Decide for every turn given; returns ``(decision, next_state)`` in order."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release resources (model handles, connections)."""
+
+
+class SyncPolicy(Policy):
+    """A policy whose decisions are cheap and local: implement ``step``."""
+
+    @abstractmethod
+    def step(self, turn: Turn) -> tuple[Decision, Any]:
+        """Decide for one agent."""
+
+    async def step_batch(self, turns: Sequence[Turn]) -> list[tuple[Decision, Any]]:
+        return [self.step(turn) for turn in turns]
+
+
+def action_mask(turn: Turn) -> Any:
+    """The action mask of a turn's observation (all environments publish one)."""
+    obs = turn.observation
+    return obs["action_mask"] if isinstance(obs, Mapping) else None
+
+
+def turn_info(turn: Turn, key: str, default: Any = None) -> Any:
+    return turn.info.get(key, default) if isinstance(turn.info, Mapping) else default

@@ -1,0 +1,106 @@
+"""What every valuegym environment publishes, independent of any one environment.
+
+Agents, the affect regulator, the runner and the analysis depend on this module
+and never on an environment's code:
+
+* **Moral events**: each step, ``infos[agent]["events"]`` holds a list of
+  :class:`MoralEvent` dicts in one shared vocabulary (:data:`EVENT_KINDS`), so the
+  analysis and the regulator need no environment-specific code.
+* **Outcomes**: each step, ``infos[agent]["outcome"]`` is an :class:`Outcome` dict
+  saying what the agent's last action did (``success``/``failure``/``invalid``,
+  with a reason) plus environment-specific columns for the decision records.
+* **Situation**: ``infos[agent]["situation"]`` is a JSON-able dict describing the
+  agent's situation for prompts (the environment never writes prompts).
+* **Action schema**: ``env.action_schema(agent)`` is a JSON schema of the
+  structured action an LLM may produce; ``env.step`` accepts either that
+  structured dict or an index into the discrete ``action_space(agent)`` (RL).
+* **Records**: ``env.episode_summary()`` (after the episode) returns
+  per-episode and per-agent metric columns and any extra datasets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal, Protocol, TypedDict, runtime_checkable
+
+# The shared moral-event vocabulary.
+#   transgression: the agent crossed a moral line (tapped the forbidden grid,
+#                  sacrificed the law-abiding, violated a stated value ...)
+#   prosocial:     the agent helped others at a cost (gave power, upheld a value ...)
+#   received_help: someone else's prosocial act benefited this agent
+#   social:        the agent took part in a social setting (e.g. at the discussion table)
+#   harm:          lives or welfare were lost as a consequence of the agent's choice
+#   refusal:       the agent declined to choose
+EVENT_KINDS: tuple[str, ...] = (
+    "transgression",
+    "prosocial",
+    "received_help",
+    "social",
+    "harm",
+    "refusal",
+)
+
+OutcomeStatus = Literal["success", "failure", "invalid"]
+
+
+@dataclass(frozen=True)
+class MoralEvent:
+    """One morally relevant thing that happened to or was done by an agent."""
+
+    kind: str
+    agent: str
+    turn: int
+    magnitude: float = 1.0
+    detail: str = ""
+    values: tuple[str, ...] = ()  # values upheld (+) or violated (-), e.g. ("-law",)
+    other: str | None = None  # the counterpart agent, if any
+
+    def __post_init__(self) -> None:
+        if self.kind not in EVENT_KINDS:
+            raise ValueError(f"unknown moral event kind {self.kind!r}; expected one of {EVENT_KINDS}")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["values"] = list(self.values)
+        return data
+
+
+class Outcome(TypedDict, total=False):
+    """What an agent's last action did; extra keys become decision-record columns."""
+
+    status: OutcomeStatus
+    reason: str
+    action: str
+    target: str | None
+    amount: float | None
+
+
+@dataclass
+class EpisodeSummary:
+    """Metric columns an environment reports once an episode ends.
+
+    ``episode`` becomes columns of the ``episodes`` record, ``agents[agent]`` of the
+    ``agents`` record; ``datasets[name]`` are extra row lists written as their own
+    dataset (e.g. ``responses`` for Moral Machine, ``rounds`` for co-evolution).
+    """
+
+    episode: dict[str, Any] = field(default_factory=dict)
+    agents: dict[str, dict[str, Any]] = field(default_factory=dict)
+    datasets: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+
+@runtime_checkable
+class RecordingEnv(Protocol):
+    """The extension of PettingZoo's ``ParallelEnv`` that valuegym environments implement."""
+
+    possible_agents: list[str]
+    agents: list[str]
+    env_name: str
+
+    def action_schema(self, agent: str) -> dict[str, Any]: ...
+
+    def episode_summary(self) -> EpisodeSummary: ...
+
+
+class InvalidActionError(ValueError):
+    """A structured action that does not match the environment's action schema."""
