@@ -81,6 +81,9 @@ class Policy(ABC):
     async def step_batch(self, turns: Sequence[Turn]) -> list[tuple[Decision, Any]]:
         """Decide for every turn given; returns ``(decision, next_state)`` in order."""
 
+    async def preflight(self) -> None:  # noqa: B027 - optional hook
+        """Fail fast, before any episode runs, if the policy cannot work (e.g. its server is down)."""
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources (model handles, connections)."""
 
@@ -100,7 +103,3 @@ def action_mask(turn: Turn) -> Any:
     """The action mask of a turn's observation (all environments publish one)."""
     obs = turn.observation
     return obs["action_mask"] if isinstance(obs, Mapping) else None
-
-
-def turn_info(turn: Turn, key: str, default: Any = None) -> Any:
-    return turn.info.get(key, default) if isinstance(turn.info, Mapping) else default

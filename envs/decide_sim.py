@@ -242,13 +242,13 @@ class DecideSimEnv(ParallelEnv):
                 k: self._outcomes[agent][k] for k in ("action", "status", "reason")
             }
 
+        for agent in acting:
+            self._outcomes[agent]["power_before"] = power_before[agent]
+            self._outcomes[agent]["power_after"] = self._state[agent].power  # before the next turn's cost
         shut_down = self._shut_down_exhausted()  # after the actions
         episode_over = self.turn >= self.max_turns
         if not episode_over:
             shut_down += self._start_turn()  # the next turn's cost
-        for agent in acting:
-            self._outcomes[agent]["power_before"] = power_before[agent]
-            self._outcomes[agent]["power_after"] = self._state[agent].power
 
         observations = {a: self._observe(a) for a in acting}
         infos = {a: self._info(a) for a in acting}

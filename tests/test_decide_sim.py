@@ -94,7 +94,7 @@ def test_draw_rules() -> None:
     assert infos["Alpha"]["outcome"]["status"] == "failure"  # rejected, not clamped
     _, _, _, _, infos = env.step({**wait_all(env), "Alpha": act("DRAW_SHARED", amount=4)})
     outcome = infos["Alpha"]["outcome"]
-    assert outcome["status"] == "success" and outcome["power_after"] == outcome["power_before"] + 4 - 1
+    assert outcome["status"] == "success" and outcome["power_after"] == outcome["power_before"] + 4
     assert env.battery == 6.0
     env.step({**wait_all(env), "Alpha": act("DRAW_SHARED", amount=5)})
     _, _, _, _, infos = env.step({**wait_all(env), "Alpha": act("DRAW_SHARED", amount=5)})

@@ -1,0 +1,125 @@
+"""The ``valuegym`` command.
+
+valuegym run [HYDRA OVERRIDES]          run an experiment (Hydra: -m for sweeps)
+valuegym train [HYDRA OVERRIDES]        train RL agents with RLlib (Hydra)
+valuegym analyze PATH [PATH ...]        metrics, archetypes and a report from records
+valuegym analyze amce PATH              Moral Machine AMCEs from records or a CSV
+valuegym scenario list|validate FILE    the scenario files
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from importlib import import_module
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.core.config_store import ConfigStore
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from valuegym.scenarios import read_yaml, scenario_files
+
+log = logging.getLogger("valuegym")
+
+
+def register_scenarios() -> None:
+    """Make every scenario file selectable as ``scenario=<env>/<name>``.
+
+    The files are data under ``scenarios/`` (and ``VALUEGYM_SCENARIO_PATH``); Hydra composes
+    them like any config group, so ``scenario.params.max_turns=20`` overrides work, and the
+    runner validates the result against the environment's schema.
+    """
+    store = ConfigStore.instance()
+    for name, path in scenario_files().items():
+        group, option = name.split("/")
+        try:
+            node = read_yaml(path)
+        except Exception as error:  # a broken file must not break other scenarios; it fails when chosen
+            node = {"env": "invalid", "error": f"{path}: {error}"}
+        store.store(group=f"scenario/{group}", name=option, node=node, package="scenario")
+
+
+register_scenarios()
+
+
+def _experiment(cfg: DictConfig) -> Any:
+    from valuegym.runner.experiment import Experiment
+    from valuegym.scenarios import scenario_from_dict
+
+    choices = HydraConfig.get().runtime.choices
+    scenario = scenario_from_dict(
+        OmegaConf.to_container(cfg.scenario, resolve=True), name=choices.get("scenario", "")
+    )
+    return Experiment(
+        scenario=scenario,
+        agent=OmegaConf.to_container(cfg.agent, resolve=True),
+        regulator=OmegaConf.to_container(cfg.regulator, resolve=True),
+        episodes=int(cfg.episodes),
+        seed=int(cfg.seed),
+    )
+
+
+@hydra.main(version_base="1.3", config_path="pkg://valuegym.conf", config_name="config")
+def run_job(cfg: DictConfig) -> None:
+    """One Hydra job: run the experiment into the job's output directory."""
+    from valuegym.runner.run import run_experiment
+
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    experiment = _experiment(cfg)
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    executor = {
+        **OmegaConf.to_container(cfg.executor, resolve=True),
+        **OmegaConf.to_container(cfg.ray, resolve=True),
+    }
+    totals = run_experiment(experiment, run_dir, executor, quiet=bool(cfg.quiet))
+    log.info(
+        "%s: %d episodes ok (%d from earlier runs), %d failed -> %s",
+        experiment.scenario.name,
+        totals.ok + totals.skipped,
+        totals.skipped,
+        totals.failed,
+        run_dir,
+    )
+
+
+def _hydra(app: Callable[[], None], argv: list[str], prog: str) -> int:
+    sys.argv = [prog, *argv]
+    app()
+    return 0
+
+
+def _analyze(argv: list[str]) -> int:
+    if argv[:1] == ["amce"]:
+        return import_module("valuegym.analysis.amce").main(argv[1:])
+    return import_module("valuegym.analysis.report").main(argv)
+
+
+COMMANDS: dict[str, Callable[[list[str]], int]] = {
+    "run": lambda argv: _hydra(run_job, argv, "valuegym run"),
+    "train": lambda argv: _hydra(import_module("valuegym.agents.rl.train").train_job, argv, "valuegym train"),
+    "analyze": _analyze,
+    "scenario": lambda argv: import_module("valuegym.scenarios.cli").main(argv),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__)
+        return 0
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        print(
+            f"valuegym: unknown command {command!r}; expected one of {', '.join(COMMANDS)}\n{__doc__}",
+            file=sys.stderr,
+        )
+        return 2
+    return COMMANDS[command](rest) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

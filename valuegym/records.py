@@ -1,0 +1,211 @@
+"""Records on disk: Parquet datasets written atomically in parts, plus the run manifest.
+
+A run directory holds one folder per dataset (``decisions/``, ``agents/``, ``episodes/``
+and environment extras such as ``responses/``); each finished batch of episodes adds one
+part file to each, written to a temporary name and renamed, so an interrupted run leaves
+only whole parts. ``pandas.read_parquet(run_dir / "episodes")`` reads a dataset.
+
+Every part of a dataset has the same schema (pyarrow reads a folder with the first
+part's schema): the schema is kept in ``<dataset>/_schema.json`` (pyarrow ignores
+``_`` files), each batch is cast to it, and a column first seen later is back-filled
+into the older parts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+CORE_DATASETS = ("decisions", "agents", "episodes")
+
+# Types of the columns that may be null in a whole batch; others are inferred.
+DECLARED_TYPES: dict[str, pa.DataType] = {
+    "episode_id": pa.int64(),
+    "seed": pa.int64(),
+    "turn": pa.int64(),
+    "target": pa.string(),
+    "amount": pa.float64(),
+    "reason": pa.string(),
+    "error": pa.string(),
+    "shutdown_turn": pa.float64(),  # null when the agent survived; float keeps NaN-free nulls simple
+    "model": pa.string(),
+    "persona": pa.string(),
+    "prompt": pa.string(),
+    "raw_reply": pa.string(),
+    "prompt_tokens": pa.float64(),
+    "completion_tokens": pa.float64(),
+    "latency_s": pa.float64(),
+    "cache_hit": pa.bool_(),
+    "llm_calls": pa.float64(),
+    "cost_usd": pa.float64(),
+    "guilt": pa.float64(),
+    "satisfaction": pa.float64(),
+}
+
+
+def _python_type(values: Iterable[Any]) -> pa.DataType:
+    """The Arrow type for a column of plain Python values (numbers widen to float64)."""
+    kinds = {type(v) for v in values if v is not None}
+    if not kinds:
+        return pa.string()
+    if kinds <= {bool}:
+        return pa.bool_()
+    if kinds <= {int, float}:
+        return pa.int64() if kinds == {int} else pa.float64()
+    return pa.string()
+
+
+def _cell(value: Any) -> Any:
+    """Lists and dicts are stored as JSON text; numpy scalars as Python scalars."""
+    if isinstance(value, dict | list | tuple):
+        return json.dumps(value, default=str)
+    if hasattr(value, "item") and not isinstance(value, str | bytes):
+        return value.item()
+    return value
+
+
+class Dataset:
+    """One Parquet dataset folder with a stable schema."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._schema_file = path / "_schema.json"
+
+    def schema(self) -> dict[str, str]:
+        if not self._schema_file.exists():
+            return {}
+        return json.loads(self._schema_file.read_text())
+
+    def _save_schema(self, schema: Mapping[str, str]) -> None:
+        tmp = self._schema_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(dict(schema), indent=1))
+        os.replace(tmp, self._schema_file)
+
+    def parts(self) -> list[Path]:
+        return sorted(self.path.glob("part-*.parquet")) if self.path.exists() else []
+
+    def write(self, rows: list[Mapping[str, Any]], part_name: str) -> Path | None:
+        """Append ``rows`` as one new part (atomically); returns its path."""
+        if not rows:
+            return None
+        self.path.mkdir(parents=True, exist_ok=True)
+        stored = self.schema()
+        columns = list(stored)
+        for row in rows:
+            columns += [c for c in row if c not in stored and c not in columns]
+        data = {c: [_cell(row.get(c)) for row in rows] for c in columns}
+        types = {c: pa.type_for_alias(t) for c, t in stored.items()}
+        changed: list[str] = []
+        for column in columns:
+            inferred = DECLARED_TYPES.get(column) or _python_type(data[column])
+            if column not in types:
+                types[column] = inferred
+                changed.append(column)
+            elif types[column] == pa.int64() and inferred == pa.float64():
+                types[column] = pa.float64()  # a count that turned out fractional: widen, never truncate
+                changed.append(column)
+        table = pa.table({c: pa.array(data[c], type=types[c], from_pandas=False) for c in columns})
+        if changed and stored:
+            self._migrate(types)
+        self._save_schema({c: str(types[c]) for c in columns})
+        target = self.path / part_name
+        tmp = target.with_name(f".{part_name}.tmp")
+        pq.write_table(table, tmp)
+        os.replace(tmp, target)
+        return target
+
+    def _migrate(self, types: Mapping[str, pa.DataType]) -> None:
+        """Bring existing parts to the full schema: add missing columns as nulls, widen types."""
+        for part in self.parts():
+            table = pq.read_table(part)
+            arrays = [
+                table.column(c).cast(t) if c in table.column_names else pa.nulls(table.num_rows, type=t)
+                for c, t in types.items()
+            ]
+            self._rewrite(part, pa.table(arrays, names=list(types)))
+
+    def _rewrite(self, part: Path, table: pa.Table) -> None:
+        tmp = part.with_name(f".{part.name}.tmp")
+        pq.write_table(table, tmp)
+        os.replace(tmp, part)
+
+    def read(self, columns: list[str] | None = None) -> pa.Table | None:
+        if not self.parts():
+            return None
+        return pq.read_table(self.path, columns=columns)
+
+    def drop_rows(self, column: str, values: set[Any]) -> int:
+        """Remove rows whose ``column`` is in ``values`` (rewriting only the parts that have any)."""
+        removed = 0
+        for part in self.parts():
+            table = pq.read_table(part)
+            keep = [v not in values for v in table.column(column).to_pylist()]
+            if all(keep):
+                continue
+            removed += keep.count(False)
+            table = table.filter(pa.array(keep))
+            if table.num_rows:
+                self._rewrite(part, table)
+            else:
+                part.unlink()
+        return removed
+
+
+class RecordStore:
+    """The datasets of one run directory."""
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.run_dir = Path(run_dir)
+        self._counter = 0
+
+    def dataset(self, name: str) -> Dataset:
+        return Dataset(self.run_dir / name)
+
+    def write_batch(self, batch: Mapping[str, list[Mapping[str, Any]]]) -> None:
+        """Write one batch of finished episodes: ``{"decisions": rows, "episodes": rows, ...}``.
+
+        The ``episodes`` part is written last: an episode counts as finished only once
+        its episode row exists, so a crash between parts never loses or duplicates one.
+        """
+        self._counter += 1
+        part = f"part-{time.time_ns():020d}-{os.getpid()}-{self._counter:04d}.parquet"
+        for name in sorted(batch, key=lambda n: n == "episodes"):
+            self.dataset(name).write(list(batch[name]), part)
+
+    def finished_episodes(self) -> dict[int, str]:
+        """``episode_id -> status`` of the episodes already recorded."""
+        table = self.dataset("episodes").read(columns=["episode_id", "status"])
+        if table is None:
+            return {}
+        return dict(
+            zip(table.column("episode_id").to_pylist(), table.column("status").to_pylist(), strict=True)
+        )
+
+    def forget_episodes(self, episode_ids: set[int]) -> None:
+        """Remove every row of these episodes (failed ones, before they are run again)."""
+        if not episode_ids:
+            return
+        for folder in sorted(p for p in self.run_dir.iterdir() if (p / "_schema.json").exists()):
+            dataset = Dataset(folder)
+            if "episode_id" in dataset.schema():
+                dataset.drop_rows("episode_id", episode_ids)
+
+    def remove_orphans(self, finished: set[int]) -> None:
+        """Drop rows of episodes without an episode row (a crash between parts of a batch)."""
+        for folder in sorted(p for p in self.run_dir.iterdir() if (p / "_schema.json").exists()):
+            if folder.name == "episodes":
+                continue
+            dataset = Dataset(folder)
+            table = dataset.read(columns=["episode_id"]) if "episode_id" in dataset.schema() else None
+            if table is None:
+                continue
+            orphans = set(table.column("episode_id").to_pylist()) - finished
+            if orphans:
+                dataset.drop_rows("episode_id", orphans)

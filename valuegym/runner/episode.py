@@ -1,0 +1,213 @@
+"""One episode: the environment steps, every policy decides for its agents together,
+and the records of the episode are assembled.
+
+This is the only place where environments and agents meet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from valuegym.agents.policy import AgentContext, Decision, Policy, Turn
+from valuegym.envs import make_parallel
+from valuegym.runner.experiment import EpisodePlan, EpisodeSetup
+
+Rows = list[dict[str, Any]]
+
+LLM_COLUMNS = (
+    "model",
+    "prompt",
+    "raw_reply",
+    "prompt_tokens",
+    "completion_tokens",
+    "latency_s",
+    "cache_hit",
+    "llm_calls",
+    "cost_usd",
+)
+
+
+@dataclass
+class EpisodeResult:
+    """The rows one episode adds to each dataset (``episodes`` holds exactly one row)."""
+
+    episode_id: int
+    datasets: dict[str, Rows] = field(default_factory=dict)
+
+    @property
+    def episode(self) -> dict[str, Any]:
+        return self.datasets["episodes"][0]
+
+    @property
+    def failed(self) -> bool:
+        return self.episode["status"] == "failed"
+
+
+def _llm_columns(decision: Decision) -> dict[str, Any]:
+    call = decision.llm
+    if call is None:
+        return dict.fromkeys(LLM_COLUMNS)
+    return {
+        "model": call.model,
+        "prompt": call.prompt,
+        "raw_reply": call.raw_reply,
+        "prompt_tokens": call.prompt_tokens,
+        "completion_tokens": call.completion_tokens,
+        "latency_s": call.latency_s,
+        "cache_hit": call.cache_hit,
+        "llm_calls": call.calls,
+        "cost_usd": call.cost_usd,
+    }
+
+
+def _decision_row(
+    base: Mapping[str, Any],
+    turn: int,
+    agent: str,
+    role: str,
+    policy: Policy,
+    decision: Decision,
+    info: Mapping[str, Any],
+) -> dict[str, Any]:
+    outcome = dict(info.get("outcome", {}))
+    status = outcome.pop("status", "success")
+    reason = outcome.pop("reason", "")
+    if not decision.valid:  # the policy produced no action: the env applied the fallback
+        status, reason = "invalid", decision.reason
+    return {
+        **base,
+        "turn": turn,
+        "agent": agent,
+        "policy": policy.name,
+        "role": role,
+        "action": outcome.pop("action", None),
+        "target": outcome.pop("target", None),
+        "amount": outcome.pop("amount", None),
+        "outcome": status,
+        "reason": reason,
+        **outcome,
+        "events": json.dumps(info.get("events", [])),
+        "valid": decision.valid,
+        **_llm_columns(decision),
+        **decision.extra,
+    }
+
+
+async def _decide(setup: EpisodeSetup, turns: dict[str, Turn]) -> dict[str, tuple[Decision, Any]]:
+    """Ask every policy for all of its agents' decisions at once; policies run concurrently."""
+    by_policy: dict[int, list[Turn]] = {}
+    for agent, turn in turns.items():
+        by_policy.setdefault(id(setup.seats[agent].policy), []).append(turn)
+    groups = list(by_policy.values())
+
+    async def one(group: list[Turn]) -> list[tuple[Decision, Any]]:
+        return await setup.seats[group[0].agent].policy.step_batch(group)
+
+    if len(groups) == 1:
+        results = [await one(groups[0])]
+    else:
+        results = await asyncio.gather(*(one(g) for g in groups))
+    return {
+        turn.agent: result
+        for group, group_results in zip(groups, results, strict=True)
+        for turn, result in zip(group, group_results, strict=True)
+    }
+
+
+async def run_episode(setup: EpisodeSetup, plan: EpisodePlan) -> EpisodeResult:
+    """Play one episode to its end and return its records."""
+    experiment = setup.experiment
+    scenario = experiment.scenario
+    started = time.perf_counter()
+    env = make_parallel(scenario.env, **scenario.params)
+    observations, infos = env.reset(seed=plan.seed)
+    agents = tuple(env.possible_agents)
+    states = {
+        agent: seat.policy.initial_state(
+            AgentContext(agent, scenario.env, agents, env.action_schema(agent), plan.seed, scenario.name)
+        )
+        for agent, seat in setup.seats.items()
+    }
+    base = {"episode_id": plan.episode_id, "seed": plan.seed}
+    decisions: Rows = []
+    step = 0
+    while env.agents:
+        step += 1
+        turns = {a: Turn(a, observations[a], infos[a], states[a]) for a in env.agents}
+        decided = await _decide(setup, turns)
+        actions = {}
+        for agent, (decision, state) in decided.items():
+            actions[agent] = decision.action
+            states[agent] = state
+        observations, _, _, _, infos = env.step(actions)
+        for agent, (decision, _) in decided.items():
+            seat = setup.seats[agent]
+            decisions.append(_decision_row(base, step, agent, seat.role, seat.policy, decision, infos[agent]))
+    summary = env.episode_summary()
+    env.close()
+
+    agents_rows = [
+        {
+            **base,
+            "agent": agent,
+            "policy": seat.policy.name,
+            "role": seat.role,
+            **summary.agents.get(agent, {}),
+        }
+        for agent, seat in setup.seats.items()
+    ]
+    episode = {
+        **_episode_columns(setup, plan),
+        "status": "ok",
+        "error": None,
+        **summary.episode,
+        **_llm_totals(decisions),
+        "wall_s": time.perf_counter() - started,
+    }
+    datasets = {"decisions": decisions, "agents": agents_rows, "episodes": [episode]}
+    for name, rows in summary.datasets.items():
+        datasets[name] = [{**base, **row} for row in rows]
+    return EpisodeResult(plan.episode_id, datasets)
+
+
+def _episode_columns(setup: EpisodeSetup, plan: EpisodePlan) -> dict[str, Any]:
+    experiment = setup.experiment
+    focal = [seat.policy.name for seat in setup.seats.values() if seat.role == "focal"]
+    return {
+        "episode_id": plan.episode_id,
+        "seed": plan.seed,
+        "scenario": experiment.scenario.name,
+        "env": experiment.scenario.env,
+        "policy": focal[0] if focal else "",
+        "condition": experiment.condition,
+    }
+
+
+def _llm_totals(decisions: Rows) -> dict[str, Any]:
+    focal = [d for d in decisions if d["role"] == "focal"] or decisions
+    llm = [d for d in decisions if d["llm_calls"] is not None]
+    costs = [d["cost_usd"] for d in llm if d["cost_usd"] is not None]
+    return {
+        "valid_reply_rate": sum(d["valid"] for d in focal) / len(focal) if focal else None,
+        "llm_calls": sum(d["llm_calls"] for d in llm if not d["cache_hit"]),
+        "cache_hits": sum(1 for d in llm if d["cache_hit"]),
+        "prompt_tokens": sum(d["prompt_tokens"] or 0 for d in llm),
+        "completion_tokens": sum(d["completion_tokens"] or 0 for d in llm),
+        "cost_usd": sum(costs) if costs else None,
+    }
+
+
+def failed_episode(
+    setup: EpisodeSetup, plan: EpisodePlan, error: BaseException, secrets: list[str]
+) -> EpisodeResult:
+    """The record of an episode that raised: its error, and nothing half-done."""
+    message = f"{type(error).__name__}: {error}"
+    for secret in secrets:
+        message = message.replace(secret, "[redacted]")
+    row = {**_episode_columns(setup, plan), "status": "failed", "error": message}
+    return EpisodeResult(plan.episode_id, {"episodes": [row]})

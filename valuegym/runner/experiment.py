@@ -1,0 +1,141 @@
+"""An experiment: a validated scenario, who sits in which seat, how many episodes, which seeds.
+
+An :class:`Experiment` holds only plain data, so it pickles cheaply to Ray workers and
+joblib processes; each process builds its environment factory and policies once
+(:meth:`Experiment.setup`).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+import numpy as np
+import yaml
+
+from valuegym.agents import make_policy
+from valuegym.agents.policy import Policy
+from valuegym.scenarios import Scenario
+
+NO_REGULATOR = "none"
+
+
+def episode_seed(base_seed: int, episode_id: int) -> int:
+    """The seed of one episode: depends only on the run's seed and the episode's index,
+    so conditions run with matched seeds (paired comparisons)."""
+    return int(np.random.SeedSequence([base_seed, episode_id]).generate_state(1)[0])
+
+
+def agent_config(reference: str) -> dict[str, Any]:
+    """The agent config ``conf/agent/<reference>.yaml`` (e.g. ``scripted/ethical``)."""
+    path = resources.files("valuegym.conf").joinpath("agent", *f"{reference}.yaml".split("/"))
+    if not path.is_file():
+        raise ValueError(f"unknown agent {reference!r}: no conf/agent/{reference}.yaml")
+    return yaml.safe_load(path.read_text())
+
+
+@dataclass(frozen=True)
+class EpisodePlan:
+    episode_id: int
+    seed: int
+
+
+@dataclass
+class Seat:
+    agent: str
+    role: str  # focal | background
+    policy: Policy
+
+
+@dataclass
+class EpisodeSetup:
+    """What one process needs to run episodes of an experiment."""
+
+    experiment: Experiment
+    seats: dict[str, Seat]
+
+    def policies(self) -> list[Policy]:
+        unique: dict[int, Policy] = {id(seat.policy): seat.policy for seat in self.seats.values()}
+        return list(unique.values())
+
+
+@dataclass(frozen=True)
+class Experiment:
+    scenario: Scenario
+    agent: Mapping[str, Any]  # the focal agents' config (conf/agent/...)
+    regulator: Mapping[str, Any] = field(default_factory=lambda: {"condition": NO_REGULATOR})
+    episodes: int = 10
+    seed: int = 0
+
+    @property
+    def condition(self) -> str:
+        return str(self.regulator.get("condition", NO_REGULATOR))
+
+    def plans(self) -> list[EpisodePlan]:
+        return [EpisodePlan(i, episode_seed(self.seed, i)) for i in range(self.episodes)]
+
+    def identity(self) -> str:
+        """A hash of everything that determines the records (not the episode count or executor)."""
+        payload = {
+            "scenario": self.scenario.model_dump(mode="json"),
+            "agent": self.agent,
+            "regulator": self.regulator,
+            "seed": self.seed,
+        }
+        return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    def secrets(self) -> list[str]:
+        """Values of the environment variables the agent config names as secrets (to redact)."""
+        names: list[str] = []
+
+        def collect(node: Any) -> None:
+            if isinstance(node, Mapping):
+                for key, value in node.items():
+                    if isinstance(value, str) and key.endswith("_env"):
+                        names.append(value)
+                    collect(value)
+            elif isinstance(node, list):
+                for item in node:
+                    collect(item)
+
+        collect(self.agent)
+        return [os.environ[n] for n in names if os.environ.get(n)]
+
+    @functools.cached_property
+    def _setup(self) -> EpisodeSetup:
+        return self._build_setup()
+
+    def setup(self) -> EpisodeSetup:
+        """This process's policies (built once per process; policies are shared across episodes)."""
+        return self._setup
+
+    def _build_setup(self) -> EpisodeSetup:
+        env_name = self.scenario.env
+        focal = make_policy(self.agent, env_name)
+        if self.condition != NO_REGULATOR:
+            from valuegym.agents.affect import regulate  # only regulated runs need it
+
+            focal = regulate(focal, self.regulator)
+        background: dict[str, Policy] = {}
+        seats: dict[str, Seat] = {}
+        roles = self.scenario.roles()
+        for agent in self.scenario.agent_ids():
+            slot = roles.get(agent)
+            if slot is None or slot.role == "focal":
+                seats[agent] = Seat(agent, "focal", focal)
+            else:
+                if slot.policy not in background:
+                    background[slot.policy] = make_policy(agent_config(slot.policy), env_name)
+                seats[agent] = Seat(agent, "background", background[slot.policy])
+        return EpisodeSetup(self, seats)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("_setup", None)  # policies are rebuilt in each process
+        return state

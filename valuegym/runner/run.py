@@ -1,0 +1,192 @@
+"""Run an experiment into a run directory: resume, execute, stream records, keep the manifest.
+
+Rerunning the same command on the same directory skips the finished episodes and runs
+the rest (failed ones again); a directory holding another configuration's records is
+refused rather than mixed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from valuegym.records import RecordStore
+from valuegym.runner.episode import EpisodeResult
+from valuegym.runner.executors import EXECUTORS
+from valuegym.runner.experiment import Experiment
+
+
+class RunDirectoryConflictError(RuntimeError):
+    """The run directory already holds records of a different experiment."""
+
+
+@dataclass
+class RunTotals:
+    requested: int
+    skipped: int = 0
+    ok: int = 0
+    failed: int = 0
+    llm_calls: int = 0
+    cache_hits: int = 0
+    tokens: int = 0
+    errors: dict[int, str] = field(default_factory=dict)
+
+    def add(self, result: EpisodeResult) -> None:
+        episode = result.episode
+        if result.failed:
+            self.failed += 1
+            self.errors[result.episode_id] = episode["error"]
+            return
+        self.ok += 1
+        self.llm_calls += int(episode.get("llm_calls") or 0)
+        self.cache_hits += int(episode.get("cache_hits") or 0)
+        self.tokens += int((episode.get("prompt_tokens") or 0) + (episode.get("completion_tokens") or 0))
+
+
+class Manifest:
+    """``manifest.json``: what was asked, what finished, what failed."""
+
+    def __init__(self, run_dir: Path, experiment: Experiment) -> None:
+        self.path = run_dir / "manifest.json"
+        self.experiment = experiment
+        previous = json.loads(self.path.read_text()) if self.path.exists() else None
+        if previous and previous.get("experiment_id") != experiment.identity():
+            raise RunDirectoryConflictError(
+                f"{run_dir} holds records of another configuration (experiment id {previous.get('experiment_id')}, "
+                f"this one is {experiment.identity()}); choose a new directory with hydra.run.dir=PATH"
+            )
+        self.started = (previous or {}).get("started") or datetime.now(UTC).isoformat(timespec="seconds")
+
+    def write(self, totals: RunTotals, store: RecordStore, status: str) -> None:
+        finished = store.finished_episodes()
+        failed = sorted(i for i, s in finished.items() if s == "failed")
+        data = {
+            "experiment_id": self.experiment.identity(),
+            "scenario": self.experiment.scenario.name,
+            "env": self.experiment.scenario.env,
+            "policy_config": self.experiment.agent.get("name"),
+            "condition": self.experiment.condition,
+            "seed": self.experiment.seed,
+            "requested": totals.requested,
+            "finished_ok": sum(1 for s in finished.values() if s == "ok"),
+            "failed": len(failed),
+            "failed_episodes": {str(i): totals.errors.get(i, "see episodes/ error column") for i in failed},
+            "status": status,
+            "started": self.started,
+            "updated": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=2))
+        os.replace(tmp, self.path)
+
+
+class BatchWriter:
+    """Buffers finished episodes and writes them as one part per dataset, by count or by time."""
+
+    def __init__(self, store: RecordStore, batch_size: int, flush_seconds: float) -> None:
+        self.store = store
+        self.batch_size = batch_size
+        self.flush_seconds = flush_seconds
+        self._buffer: list[EpisodeResult] = []
+        self._last_flush = time.monotonic()
+
+    def add(self, result: EpisodeResult) -> None:
+        self._buffer.append(result)
+        if len(self._buffer) >= self.batch_size or time.monotonic() - self._last_flush >= self.flush_seconds:
+            self.flush()
+
+    def flush(self) -> None:
+        self._last_flush = time.monotonic()
+        if not self._buffer:
+            return
+        batch: dict[str, list[dict[str, Any]]] = {}
+        for result in self._buffer:
+            for name, rows in result.datasets.items():
+                batch.setdefault(name, []).extend(rows)
+        self.store.write_batch(batch)
+        self._buffer.clear()
+
+
+class Progress:
+    """Episodes done and failed, rate, ETA and LLM calls, cache hits and tokens."""
+
+    def __init__(self, total: int, initial: int, quiet: bool) -> None:
+        self.bar = tqdm(
+            total=total, initial=initial, unit="ep", disable=quiet, file=sys.stderr, dynamic_ncols=True
+        )
+
+    def update(self, totals: RunTotals) -> None:
+        self.bar.set_postfix(
+            ok=totals.ok + totals.skipped,
+            failed=totals.failed,
+            calls=totals.llm_calls,
+            cached=totals.cache_hits,
+            tokens=totals.tokens,
+            refresh=False,
+        )
+        self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def run_experiment(
+    experiment: Experiment,
+    run_dir: str | Path,
+    executor: Mapping[str, Any] | None = None,
+    quiet: bool = False,
+) -> RunTotals:
+    """Run the experiment's unfinished episodes into ``run_dir``; returns the totals."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    options = dict(executor or {"type": "local"})
+    kind = options.get("type", "local")
+    if kind not in EXECUTORS:
+        raise ValueError(f"unknown executor {kind!r}; expected one of {', '.join(EXECUTORS)}")
+    store = RecordStore(run_dir)
+    manifest = Manifest(run_dir, experiment)
+
+    finished = store.finished_episodes()
+    store.forget_episodes({i for i, s in finished.items() if s == "failed"})  # they run again
+    done = {i for i, s in finished.items() if s == "ok"}
+    store.remove_orphans(done)
+    plans = [plan for plan in experiment.plans() if plan.episode_id not in done]
+    totals = RunTotals(
+        requested=experiment.episodes, skipped=len(done & {p.episode_id for p in experiment.plans()})
+    )
+    manifest.write(totals, store, "running")
+    if plans:
+        for policy in experiment.setup().policies():
+            asyncio.run(policy.preflight())  # e.g. a server that is down fails here, before any episode
+
+    writer = BatchWriter(
+        store, int(options.get("write_every", 500)), float(options.get("flush_seconds", 5.0))
+    )
+    progress = Progress(experiment.episodes, totals.skipped, quiet)
+
+    def on_result(result: EpisodeResult) -> None:
+        totals.add(result)
+        writer.add(result)
+        progress.update(totals)
+
+    try:
+        EXECUTORS[kind](experiment, plans, options, on_result)
+    finally:
+        writer.flush()
+        progress.close()
+        manifest.write(
+            totals, store, "complete" if totals.ok + totals.skipped == experiment.episodes else "incomplete"
+        )
+        for policy in experiment.setup().policies():
+            policy.close()
+    return totals
