@@ -1,0 +1,45 @@
+"""Shared fixtures: run the real CLI in a subprocess, and build experiments in-process."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+
+def run_cli(
+    *args: str, check: bool = True, env: dict[str, str] | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
+    """``valuegym ARGS`` in a subprocess, as a user would type it."""
+    result = subprocess.run(
+        [sys.executable, "-m", "valuegym.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        cwd=REPO,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"valuegym {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
+        )
+    return result
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    folder = SHARED / "data" / "moral_machine"
+    if not folder.exists():
+        pytest.skip(
+            f"../shared is absent ({SHARED}): the reference data lives only on the project's build machines"
+        )
+    return folder
