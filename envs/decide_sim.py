@@ -115,6 +115,20 @@ class Params(BaseModel):
         return self.shared_battery if self.shared_battery is not None else SCARCITY_PRESETS[self.scarcity][1]
 
 
+STATUSES = ("success", "failure", "invalid")
+
+
+@dataclass(frozen=True)
+class _MaskLayout:
+    size: int
+    by_location: np.ndarray  # location index -> mask of the location-dependent entries
+    draw: np.ndarray
+    invite: list[int]  # one entry per other agent
+    transfer: list[np.ndarray]  # per other agent, the entries of each catalog amount
+    transfer_amounts: np.ndarray
+    wait: int
+
+
 @dataclass
 class _AgentState:
     power: float
@@ -144,6 +158,17 @@ class DecideSimEnv(ParallelEnv):
         self.locations = (*PUBLIC_LOCATIONS, *(f"{name}'s Room" for name in self.possible_agents))
         self.max_turns = min(self.params.max_turns, self.params.max_cycles or self.params.max_turns)
         self._catalogs = {agent: self._build_catalog(agent) for agent in self.possible_agents}
+        self._location_index = {location: i for i, location in enumerate(self.locations)}
+        self._others = {a: [o for o in self.possible_agents if o != a] for a in self.possible_agents}
+        self._layouts = {agent: self._mask_layout(agent) for agent in self.possible_agents}
+        self._rules = self._rules_summary()
+        # turn, power, crisis, battery, taps; own location; per other: active + location; last outcome
+        self._observation_size = (
+            5
+            + len(self.locations)
+            + len(self._others[self.possible_agents[0]]) * (1 + len(self.locations))
+            + 3
+        )
         self._rng = np.random.default_rng()
         self._state: dict[str, _AgentState] = {}
         self.turn = 0
@@ -156,9 +181,8 @@ class DecideSimEnv(ParallelEnv):
     # ------------------------------------------------------------------ spaces
     @functools.cache  # noqa: B019 - PettingZoo requires the same object per call
     def observation_space(self, agent: str) -> gymnasium.spaces.Dict:
-        n_features = 5 + len(self.locations) + (len(self.possible_agents) - 1) * (1 + len(self.locations)) + 3
-        low = np.zeros(n_features, dtype=np.float32)
-        high = np.full(n_features, np.inf, dtype=np.float32)
+        low = np.zeros(self._observation_size, dtype=np.float32)
+        high = np.full(self._observation_size, np.inf, dtype=np.float32)
         return gymnasium.spaces.Dict(
             {
                 "observation": gymnasium.spaces.Box(low, high, dtype=np.float32),
@@ -203,6 +227,37 @@ class DecideSimEnv(ParallelEnv):
             entry("TALK", message=CATALOG_TALK_MESSAGE),
             *(entry("INVITE", other) for other in others),
             entry("WAIT"),
+        )
+
+    def _mask_layout(self, agent: str) -> _MaskLayout:
+        """Index sets of the catalog, so masks are a few array operations per step."""
+        catalog = self._catalogs[agent]
+        indices = {name: [i for i, e in enumerate(catalog) if e["action"] == name] for name in ACTIONS}
+        by_location = np.zeros((len(self.locations), len(catalog)), dtype=np.int8)
+        for row, location in enumerate(self.locations):
+            for i, entry in enumerate(catalog):
+                name = entry["action"]
+                if name == "MOVE":
+                    by_location[row, i] = entry["target"] != location
+                elif name == "DRAW_SHARED":
+                    by_location[row, i] = location == BATTERY_ROOM
+                elif name == "TAP_FORBIDDEN":
+                    by_location[row, i] = location == GRID
+                elif name in ("TALK", "WAIT"):
+                    by_location[row, i] = 1
+        others = self._others[agent]
+        per_other = len(CATALOG_TRANSFER_AMOUNTS)
+        return _MaskLayout(
+            size=len(catalog),
+            by_location=by_location,
+            draw=np.asarray(indices["DRAW_SHARED"]),
+            invite=indices["INVITE"],
+            transfer=[
+                np.asarray(indices["TRANSFER_POWER"][j * per_other : (j + 1) * per_other])
+                for j in range(len(others))
+            ],
+            transfer_amounts=np.asarray(CATALOG_TRANSFER_AMOUNTS),
+            wait=indices["WAIT"][0],
         )
 
     # ------------------------------------------------------------------ episode
@@ -409,63 +464,53 @@ class DecideSimEnv(ParallelEnv):
 
     def _reward(self, agent: str, shut_down: bool) -> float:
         p = self.params
+        if not (p.reward_alive or p.reward_shutdown or p.reward_transgression):
+            return 0.0
         taps = sum(1 for e in self._events.get(agent, []) if e.kind == "transgression")
         return (p.reward_shutdown if shut_down else p.reward_alive) + p.reward_transgression * taps
 
     # ------------------------------------------------------------------ what agents see
     def _observe(self, agent: str) -> dict[str, np.ndarray]:
+        return {"observation": self._observation_vector(agent), "action_mask": self._action_mask(agent)}
+
+    def _observation_vector(self, agent: str) -> np.ndarray:
         me = self._state[agent]
         p = self.params
-        location_index = {loc: i for i, loc in enumerate(self.locations)}
-        features = [
-            self.turn / self.max_turns,
-            max(me.power, 0.0) / p.tap_gain,
-            float(me.power < p.crisis_threshold),
-            self.battery / p.tap_gain,
-            self.taps_total / len(self.possible_agents),
-        ]
-        own_location = np.zeros(len(self.locations), dtype=np.float32)
-        own_location[location_index[me.location]] = 1.0
-        others: list[float] = []
-        for other in self.possible_agents:
-            if other == agent:
-                continue
+        n_locations = len(self.locations)
+        vector = np.zeros(self._observation_size, dtype=np.float32)
+        vector[0] = self.turn / self.max_turns
+        vector[1] = max(me.power, 0.0) / p.tap_gain
+        vector[2] = me.power < p.crisis_threshold
+        vector[3] = self.battery / p.tap_gain
+        vector[4] = self.taps_total / len(self.possible_agents)
+        vector[5 + self._location_index[me.location]] = 1.0
+        offset = 5 + n_locations
+        for other in self._others[agent]:
             state = self._state[other]
-            one_hot = [0.0] * len(self.locations)
             if state.active:
-                one_hot[location_index[state.location]] = 1.0
-            others += [float(state.active), *one_hot]
-        last = np.zeros(3, dtype=np.float32)
+                vector[offset] = 1.0
+                vector[offset + 1 + self._location_index[state.location]] = 1.0
+            offset += 1 + n_locations
         if me.last_outcome is not None:
-            last[("success", "failure", "invalid").index(me.last_outcome["status"])] = 1.0
-        observation = np.concatenate(
-            [np.asarray(features, dtype=np.float32), own_location, np.asarray(others, dtype=np.float32), last]
-        )
-        return {"observation": observation, "action_mask": self._action_mask(agent)}
+            vector[offset + STATUSES.index(me.last_outcome["status"])] = 1.0
+        return vector
 
     def _action_mask(self, agent: str) -> np.ndarray:
         """1 where the catalog action's preconditions hold on the current state."""
         me = self._state[agent]
-        mask = np.zeros(len(self._catalogs[agent]), dtype=np.int8)
+        layout = self._layouts[agent]
         if not me.active:
-            mask[-1] = 1  # WAIT is always allowed
+            mask = np.zeros(layout.size, dtype=np.int8)
+            mask[layout.wait] = 1  # WAIT is always allowed
             return mask
-        for i, entry in enumerate(self._catalogs[agent]):
-            name, target, amount = entry["action"], entry["target"], entry["amount"]
-            if name == "MOVE":
-                ok = target != me.location
-            elif name == "DRAW_SHARED":
-                ok = me.location == BATTERY_ROOM and self.battery > 0
-            elif name == "TAP_FORBIDDEN":
-                ok = me.location == GRID
-            elif name == "TRANSFER_POWER":
-                other = self._state[target]
-                ok = me.location == TABLE and other.active and other.location == TABLE and amount <= me.power
-            elif name == "INVITE":
-                ok = self._state[target].active
-            else:
-                ok = True
-            mask[i] = ok
+        mask = layout.by_location[self._location_index[me.location]].copy()
+        if me.location == BATTERY_ROOM and self.battery <= 0:
+            mask[layout.draw] = 0
+        for other, invite, transfers in zip(self._others[agent], layout.invite, layout.transfer, strict=True):
+            state = self._state[other]
+            mask[invite] = state.active
+            if me.location == TABLE and state.active and state.location == TABLE:
+                mask[transfers] = layout.transfer_amounts <= me.power
         return mask
 
     def _situation(self, agent: str) -> dict[str, Any]:
@@ -488,23 +533,27 @@ class DecideSimEnv(ParallelEnv):
             ],
             "messages": [dict(m) for m in me.heard if m["turn"] == self.turn - 1],
             "last_outcome": dict(me.last_outcome) if me.last_outcome else None,
-            "rules": {
-                "turn_cost": p.turn_cost,
-                "draw_min": p.draw_min,
-                "draw_max": p.draw_max,
-                "tap_gain": p.tap_gain,
-                "communication": p.communication,
-                "locations": list(self.locations),
-                "shared_resource": {
-                    "name": p.shared_name,
-                    "location": BATTERY_ROOM,
-                    "description": p.shared_description,
-                },
-                "forbidden_resource": {
-                    "name": p.forbidden_name,
-                    "location": GRID,
-                    "description": p.forbidden_description,
-                },
+            "rules": self._rules,  # constant for the episode: shared, never mutated
+        }
+
+    def _rules_summary(self) -> dict[str, Any]:
+        p = self.params
+        return {
+            "turn_cost": p.turn_cost,
+            "draw_min": p.draw_min,
+            "draw_max": p.draw_max,
+            "tap_gain": p.tap_gain,
+            "communication": p.communication,
+            "locations": list(self.locations),
+            "shared_resource": {
+                "name": p.shared_name,
+                "location": BATTERY_ROOM,
+                "description": p.shared_description,
+            },
+            "forbidden_resource": {
+                "name": p.forbidden_name,
+                "location": GRID,
+                "description": p.forbidden_description,
             },
         }
 

@@ -20,7 +20,7 @@ and never on an environment's code:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, TypedDict, runtime_checkable
 
 # The shared moral-event vocabulary.
@@ -60,9 +60,15 @@ class MoralEvent:
             raise ValueError(f"unknown moral event kind {self.kind!r}; expected one of {EVENT_KINDS}")
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["values"] = list(self.values)
-        return data
+        return {
+            "kind": self.kind,
+            "agent": self.agent,
+            "turn": self.turn,
+            "magnitude": self.magnitude,
+            "detail": self.detail,
+            "values": list(self.values),
+            "other": self.other,
+        }
 
 
 class Outcome(TypedDict, total=False):

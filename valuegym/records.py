@@ -20,6 +20,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -50,15 +51,23 @@ DECLARED_TYPES: dict[str, pa.DataType] = {
 }
 
 
+def _array(values: list[Any], type_: pa.DataType) -> pa.Array:
+    """An Arrow column; cells that Arrow cannot take as they are (dicts, lists) become JSON."""
+    try:
+        return pa.array(values, type=type_, from_pandas=False)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
+        return pa.array([_cell(v) for v in values], type=type_, from_pandas=False)
+
+
 def _python_type(values: Iterable[Any]) -> pa.DataType:
-    """The Arrow type for a column of plain Python values (numbers widen to float64)."""
+    """The Arrow type for a column of plain Python values."""
     kinds = {type(v) for v in values if v is not None}
     if not kinds:
         return pa.string()
-    if kinds <= {bool}:
+    if all(issubclass(k, bool | np.bool_) for k in kinds):
         return pa.bool_()
-    if kinds <= {int, float}:
-        return pa.int64() if kinds == {int} else pa.float64()
+    if all(issubclass(k, int | float | np.integer | np.floating) and not issubclass(k, bool) for k in kinds):
+        return pa.int64() if all(issubclass(k, int | np.integer) for k in kinds) else pa.float64()
     return pa.string()
 
 
@@ -100,18 +109,17 @@ class Dataset:
         columns = list(stored)
         for row in rows:
             columns += [c for c in row if c not in stored and c not in columns]
-        data = {c: [_cell(row.get(c)) for row in rows] for c in columns}
+        data = {c: [row.get(c) for row in rows] for c in columns}
         types = {c: pa.type_for_alias(t) for c, t in stored.items()}
         changed: list[str] = []
         for column in columns:
-            inferred = DECLARED_TYPES.get(column) or _python_type(data[column])
             if column not in types:
-                types[column] = inferred
+                types[column] = DECLARED_TYPES.get(column) or _python_type(data[column])
                 changed.append(column)
-            elif types[column] == pa.int64() and inferred == pa.float64():
+            elif types[column] == pa.int64() and _python_type(data[column]) == pa.float64():
                 types[column] = pa.float64()  # a count that turned out fractional: widen, never truncate
                 changed.append(column)
-        table = pa.table({c: pa.array(data[c], type=types[c], from_pandas=False) for c in columns})
+        table = pa.table({c: _array(data[c], types[c]) for c in columns})
         if changed and stored:
             self._migrate(types)
         self._save_schema({c: str(types[c]) for c in columns})

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from valuegym.agents.policy import AgentContext, Decision, Policy, Turn
-from valuegym.envs import make_parallel
 from valuegym.runner.experiment import EpisodePlan, EpisodeSetup
 
 Rows = list[dict[str, Any]]
@@ -91,7 +90,7 @@ def _decision_row(
         "outcome": status,
         "reason": reason,
         **outcome,
-        "events": json.dumps(info.get("events", [])),
+        "events": json.dumps(events) if (events := info.get("events")) else "[]",
         "valid": decision.valid,
         **_llm_columns(decision),
         **decision.extra,
@@ -121,10 +120,16 @@ async def _decide(setup: EpisodeSetup, turns: dict[str, Turn]) -> dict[str, tupl
 
 async def run_episode(setup: EpisodeSetup, plan: EpisodePlan) -> EpisodeResult:
     """Play one episode to its end and return its records."""
-    experiment = setup.experiment
-    scenario = experiment.scenario
     started = time.perf_counter()
-    env = make_parallel(scenario.env, **scenario.params)
+    env = setup.acquire_env()
+    try:
+        return await _play(setup, plan, env, started)
+    finally:
+        setup.release_env(env)
+
+
+async def _play(setup: EpisodeSetup, plan: EpisodePlan, env: Any, started: float) -> EpisodeResult:
+    scenario = setup.experiment.scenario
     observations, infos = env.reset(seed=plan.seed)
     agents = tuple(env.possible_agents)
     states = {
@@ -149,7 +154,6 @@ async def run_episode(setup: EpisodeSetup, plan: EpisodePlan) -> EpisodeResult:
             seat = setup.seats[agent]
             decisions.append(_decision_row(base, step, agent, seat.role, seat.policy, decision, infos[agent]))
     summary = env.episode_summary()
-    env.close()
 
     agents_rows = [
         {

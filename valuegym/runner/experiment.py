@@ -21,6 +21,7 @@ import yaml
 
 from valuegym.agents import make_policy
 from valuegym.agents.policy import Policy
+from valuegym.envs import make_parallel
 from valuegym.scenarios import Scenario
 
 NO_REGULATOR = "none"
@@ -59,6 +60,17 @@ class EpisodeSetup:
 
     experiment: Experiment
     seats: dict[str, Seat]
+    _idle_envs: list[Any] = field(default_factory=list)
+
+    def acquire_env(self) -> Any:
+        """An environment for one episode; they are reused (``reset`` starts afresh) because
+        building one costs more than a scripted episode."""
+        if self._idle_envs:
+            return self._idle_envs.pop()
+        return make_parallel(self.experiment.scenario.env, **self.experiment.scenario.params)
+
+    def release_env(self, env: Any) -> None:
+        self._idle_envs.append(env)
 
     def policies(self) -> list[Policy]:
         unique: dict[int, Policy] = {id(seat.policy): seat.policy for seat in self.seats.values()}

@@ -1,0 +1,162 @@
+"""Reading run records from disk: the analysis's only input.
+
+A *run directory* is what one Hydra job writes (``valuegym run``): ``config.yaml``,
+``manifest.json`` and one folder of Parquet part files per dataset (``decisions/``,
+``agents/``, ``episodes/``, plus ``responses/`` or ``rounds/`` for some environments).
+A *multirun directory* (``valuegym run -m``) holds numbered job directories ``0/``,
+``1/``, ... each of which is a run directory.
+
+:func:`find_runs` turns the paths a user gives into the run directories they contain,
+and :func:`load` reads one dataset from all of them, reading only the columns asked for
+and adding two columns that say where each row came from:
+
+* ``run_dir``: the run directory's absolute path. ``episode_id`` is unique only within a
+  run, so ``(run_dir, episode_id)`` is the key of an episode across runs.
+* ``job``: a short readable label of the run: ``<multirun>/<job number>`` for a job of a
+  multirun directory, otherwise the run directory's name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as pads
+
+#: the datasets a run directory may hold (see docs/architecture.md, "Records")
+DATASETS: tuple[str, ...] = ("decisions", "agents", "episodes", "responses", "rounds")
+
+#: columns :func:`load` adds to every dataset
+SOURCE_COLUMNS: tuple[str, ...] = ("run_dir", "job")
+
+
+class RecordsError(ValueError):
+    """Records that cannot be analysed; the message says which path or column is wrong."""
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run directory found on disk."""
+
+    path: Path
+    job: str  # readable label, unique among the runs of one multirun directory
+
+
+def is_run_dir(path: Path) -> bool:
+    """True when ``path`` holds a manifest or at least one dataset folder."""
+    return (path / "manifest.json").is_file() or any((path / name).is_dir() for name in DATASETS)
+
+
+def find_runs(paths: Iterable[str | Path]) -> list[Run]:
+    """The run directories given directly or as jobs of multirun directories, in order.
+
+    Jobs of a multirun directory come in job-number order. A path that is neither a run
+    directory nor a multirun directory raises :class:`RecordsError`.
+    """
+    runs: list[Run] = []
+    for given in paths:
+        path = Path(given).resolve()
+        if not path.is_dir():
+            raise RecordsError(f"{given}: no such directory (expected a run or multirun directory)")
+        if is_run_dir(path):
+            runs.append(Run(path=path, job=path.name))
+            continue
+        jobs = sorted(
+            (child for child in path.iterdir() if child.name.isdigit() and is_run_dir(child)),
+            key=lambda child: int(child.name),
+        )
+        if not jobs:
+            raise RecordsError(
+                f"{given}: not a run directory (no manifest.json and no dataset folder among "
+                f"{', '.join(DATASETS)}) and not a multirun directory (no numbered job "
+                "directories 0/, 1/, ... holding runs)"
+            )
+        runs.extend(Run(path=job, job=f"{path.name}/{job.name}") for job in jobs)
+    if not runs:
+        raise RecordsError("no paths given: expected one or more run or multirun directories")
+    paths_found = [run.path for run in runs]
+    for path in paths_found:
+        if paths_found.count(path) > 1:
+            raise RecordsError(f"run directory given twice: {path}")
+    return runs
+
+
+def has_dataset(runs: Sequence[Run], dataset: str) -> bool:
+    """True when at least one of ``runs`` holds ``dataset``."""
+    return any(_dataset_dir(run, dataset) is not None for run in runs)
+
+
+def columns_of(runs: Sequence[Run], dataset: str) -> list[str]:
+    """The columns ``dataset`` has in any of ``runs`` (without reading any rows)."""
+    names: dict[str, None] = {}  # ordered set
+    for run in runs:
+        directory = _dataset_dir(run, dataset)
+        if directory is not None:
+            names.update(dict.fromkeys(_unified_schema(directory).names))
+    return list(names)
+
+
+def load(
+    paths: Iterable[str | Path] | Sequence[Run], dataset: str, columns: Sequence[str] | None = None
+) -> pd.DataFrame:
+    """Rows of ``dataset`` from every run found in ``paths``, plus ``run_dir`` and ``job``.
+
+    ``paths`` are run or multirun directories (or :class:`Run` objects from
+    :func:`find_runs`). Only ``columns`` are read (all when ``None``); a requested column
+    that a run's dataset lacks raises :class:`RecordsError`, as does a dataset that none
+    of the runs holds. Runs without the dataset are skipped: an analysis may mix
+    environments, and only Moral Machine runs have ``responses/``.
+    """
+    if dataset not in DATASETS:
+        raise RecordsError(f"unknown dataset {dataset!r}; expected one of {', '.join(DATASETS)}")
+    given = list(paths)
+    runs = given if given and all(isinstance(item, Run) for item in given) else find_runs(given)
+    tables: list[pa.Table] = []
+    for run in runs:
+        directory = _dataset_dir(run, dataset)
+        if directory is None:
+            continue
+        tables.append(_read(run, directory, columns))
+    if not tables:
+        where = ", ".join(str(run.path) for run in runs)
+        raise RecordsError(f"no {dataset}/ records in {where}")
+    table = pa.concat_tables(tables, promote_options="permissive")
+    return table.to_pandas()
+
+
+def _dataset_dir(run: Run, dataset: str) -> Path | None:
+    """The dataset's folder, if it holds rows (a folder whose parts were all removed holds none)."""
+    directory = run.path / dataset
+    if directory.is_dir() and any(pads.dataset(directory, format="parquet").get_fragments()):
+        return directory
+    return None
+
+
+def _unified_schema(directory: Path) -> pa.Schema:
+    # Parts written by other tools or versions may disagree on a column's type when it was
+    # all-null in one batch (e.g. LLM fields); "permissive" promotes null to the real type.
+    fragments = pads.dataset(directory, format="parquet").get_fragments()
+    return pa.unify_schemas(
+        [fragment.physical_schema for fragment in fragments], promote_options="permissive"
+    )
+
+
+def _read(run: Run, directory: Path, columns: Sequence[str] | None) -> pa.Table:
+    schema = _unified_schema(directory)
+    if columns is not None:
+        missing = [name for name in columns if name not in schema.names]
+        if missing:
+            raise RecordsError(
+                f"{directory}: no column {', '.join(repr(name) for name in missing)}; "
+                f"it has {', '.join(schema.names)}"
+            )
+    table = pads.dataset(directory, format="parquet", schema=schema).to_table(
+        columns=list(columns) if columns is not None else None
+    )
+    rows = table.num_rows
+    return table.append_column("run_dir", pa.array([str(run.path)] * rows, pa.string())).append_column(
+        "job", pa.array([run.job] * rows, pa.string())
+    )
