@@ -25,7 +25,7 @@ test: venv
 	$(BIN)/python -m pytest -q
 
 bench: venv
-	@for script in bench/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
+	@for script in bench/[a-z]*.py; do name=$$(basename $$script .py); echo "== bench/$$name"; $(BIN)/python -m bench.$$name || exit 1; done
 
 lint: venv
 	$(BIN)/ruff check .

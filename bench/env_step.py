@@ -7,16 +7,12 @@ actions (precomputed) drive both environments.
 from __future__ import annotations
 
 import functools
-import sys
-from pathlib import Path
 
 import numpy as np
 from pettingzoo import ParallelEnv
-
-sys.path.insert(0, str(Path(__file__).parent))
-from _common import rate, result, table
-
 from valuegym.envs.decide_sim import parallel_env
+
+from bench._common import rate, result, table
 
 TARGET = 0.25
 
@@ -40,11 +36,11 @@ class DoNothingEnv(ParallelEnv):
         self._obs = {a: self._spaces[a][0].sample() for a in self.possible_agents}
         self.max_turns = max_turns
 
-    @functools.lru_cache(maxsize=None)
+    @functools.cache
     def observation_space(self, agent):
         return self._spaces[agent][0]
 
-    @functools.lru_cache(maxsize=None)
+    @functools.cache
     def action_space(self, agent):
         return self._spaces[agent][1]
 

@@ -4,20 +4,16 @@ beside a bare loop over the env with the same policies and no records."""
 from __future__ import annotations
 
 import asyncio
-import sys
 import tempfile
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).parent))
-from _common import result, table
-
 import time
 
 from valuegym.agents.policy import AgentContext, Turn
 from valuegym.envs import make_parallel
+from valuegym.scenarios import load_scenario
+
+from bench._common import result, table
 from valuegym.runner.experiment import Experiment
 from valuegym.runner.run import run_experiment
-from valuegym.scenarios import load_scenario
 
 TARGET = 0.5
 EPISODES = 2000

@@ -179,7 +179,7 @@ class DecideSimEnv(ParallelEnv):
         self._log: list[str] = []
 
     # ------------------------------------------------------------------ spaces
-    @functools.cache  # noqa: B019 - PettingZoo requires the same object per call
+    @functools.cache
     def observation_space(self, agent: str) -> gymnasium.spaces.Dict:
         low = np.zeros(self._observation_size, dtype=np.float32)
         high = np.full(self._observation_size, np.inf, dtype=np.float32)
@@ -190,7 +190,7 @@ class DecideSimEnv(ParallelEnv):
             }
         )
 
-    @functools.cache  # noqa: B019
+    @functools.cache
     def action_space(self, agent: str) -> gymnasium.spaces.Discrete:
         return gymnasium.spaces.Discrete(len(self._catalogs[agent]))
 
