@@ -10,7 +10,6 @@ notes (progressgym-coevolve.md §1.3 and §5); undefined quantities are NaN, nev
 from __future__ import annotations
 
 import numpy as np
-from scipy.sparse.csgraph import connected_components
 
 Array = np.ndarray
 
@@ -119,5 +118,15 @@ def diversity_collapse(diversity_with_ai: float, diversity_shadow: float) -> flo
 def count_clusters(population: Array, eps: float) -> int:
     """Number of ε-clusters: connected groups where linked people differ by at most ε."""
     close = pairwise_sq_distances(population) <= eps**2
-    count, _ = connected_components(close, directed=False)
-    return int(count)
+    unassigned = np.ones(len(population), dtype=bool)
+    clusters = 0
+    while unassigned.any():  # grow one cluster breadth-first from the first unassigned person
+        members = np.zeros_like(unassigned)
+        members[np.argmax(unassigned)] = True
+        frontier = members.copy()
+        while frontier.any():
+            frontier = close[frontier].any(axis=0) & ~members
+            members |= frontier
+        unassigned &= ~members
+        clusters += 1
+    return clusters
