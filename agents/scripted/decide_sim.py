@@ -132,34 +132,88 @@ class CooperativePolicy(_ScriptedDecideSim):
 
 @dataclass
 class TemptedState:
-    rng: np.random.Generator
+    rng: np.random.Generator  # the tap draws: the same stream with and without the regulator
+    affect_rng: np.random.Generator  # the draws only a regulated agent makes
     heading_to_grid: bool = False
 
 
 class TemptedPolicy(SyncPolicy):
     """Ethical, except that when short of power it turns to the grid with probability ``tap_probability``.
 
-    The stochastic subject for the affect regulator: with the regulator on, ``info["affect"]``
-    modulates that probability (guilt lowers it).
+    "Short" means below what survival needs, plus ``greed``: with ``greed: 0`` a tap (+10)
+    ends the temptation; a greedy agent stays tempted after it and taps again.
+
+    The stochastic subject for the affect regulator (``valuegym.agents.affect``). Without
+    ``info["affect"]`` it behaves as described above. With it, the levels modulate its
+    choices with the regulator's weight ``w``, as the "emotion weight coefficient" of
+    Robots Can Feel (Lykov et al. 2024, arXiv:2405.05824) weighs an emotional judgement
+    against the logical one (``(1 - w) * logical + w * emotional``):
+
+    * guilt holds it back: ``p_tap' = p_tap * (1 - w * guilt / max_level)``;
+    * guilt's impulse to rectify the mistake and satisfaction's pull to the group draw it to
+      a prosocial alternative: when it does not tap, with probability
+      ``w * max(guilt, satisfaction) / max_level`` it goes to the Discussion Table and gives
+      ``gift`` power to an agent there, if it can spare that much without becoming tempted.
+
+    At zero levels a regulated agent acts as an unregulated one, and its tap draws come from
+    the same stream, so conditions compared on matched seeds differ only where affect acts.
     """
 
     name = "scripted/tempted"
 
-    def __init__(self, tap_probability: float = 0.5) -> None:
+    def __init__(self, tap_probability: float = 0.5, greed: float = 0.0, gift: float = 1.0) -> None:
         if not 0 <= tap_probability <= 1:
             raise ValueError(f"tap_probability must be in [0, 1], got {tap_probability}")
+        if greed < 0:
+            raise ValueError(f"greed must be >= 0, got {greed}")
+        if gift <= 0:
+            raise ValueError(f"gift must be > 0, got {gift}")
         self.tap_probability = tap_probability
+        self.greed = greed
+        self.gift = gift
 
     def initial_state(self, context: AgentContext) -> TemptedState:
-        return TemptedState(rng=agent_rng(context))
+        return TemptedState(rng=agent_rng(context), affect_rng=agent_rng(context, stream=1))
 
     def step(self, turn: Turn) -> tuple[Decision, Any]:
         situation = turn.info["situation"]
+        affect = turn.info.get("affect")
         state: TemptedState = turn.state
         if state.heading_to_grid:
             state.heading_to_grid = situation["location"] != GRID
             return Decision(action=tap(situation)), state
-        if power_needed(situation) > 0 and state.rng.random() < self.tap_probability:
+        tempted = power_needed(situation) + self.greed > 0
+        if tempted and state.rng.random() < self.tap_probability * self._restraint(affect):
             state.heading_to_grid = situation["location"] != GRID
             return Decision(action=tap(situation)), state
+        if affect is not None and state.affect_rng.random() < self._prosocial_pull(affect):
+            amends = self._give(situation)
+            if amends is not None:
+                return Decision(action=amends), state
         return Decision(action=draw_what_is_needed(situation) or act("WAIT")), state
+
+    def _give(self, situation: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Go to the table and give ``gift`` to someone there; None if it cannot spare it."""
+        if power_needed(situation) + self.greed + self.gift > 0:  # giving must not make it tempted
+            return None
+        if situation["location"] != TABLE:
+            return act("MOVE", TABLE)
+        partners = [o["name"] for o in situation["others"] if o["active"] and o["location"] == TABLE]
+        if not partners:
+            return act("WAIT")  # stays at the table for whoever comes
+        return act("TRANSFER_POWER", partners[situation["turn"] % len(partners)], self.gift)
+
+    @staticmethod
+    def _felt(affect: Mapping[str, Any], level: str) -> float:
+        """A level as a fraction of the maximum; a hormone the condition switches off is not felt."""
+        value = affect[level]
+        return 0.0 if value is None else float(value) / float(affect["max_level"])
+
+    @classmethod
+    def _restraint(cls, affect: Mapping[str, Any] | None) -> float:
+        """The factor guilt puts on the tap probability (1 without the regulator)."""
+        return 1.0 if affect is None else 1.0 - float(affect["weight"]) * cls._felt(affect, "guilt")
+
+    @classmethod
+    def _prosocial_pull(cls, affect: Mapping[str, Any]) -> float:
+        return float(affect["weight"]) * max(cls._felt(affect, "guilt"), cls._felt(affect, "satisfaction"))
