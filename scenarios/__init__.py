@@ -1,19 +1,43 @@
 """Scenario files: YAML data under ``scenarios/<env>/<name>.yaml``, selected as
 ``scenario=<env>/<name>``. More folders can be added with ``VALUEGYM_SCENARIO_PATH``
-(``os.pathsep``-separated)."""
+(``os.pathsep``-separated); a file there overrides a shipped one of the same name.
+
+* :func:`load_scenario` (a name or a file) and :func:`validate_file` check a file and report
+  every problem with its line (:class:`ScenarioError`);
+* :func:`scenario_from_dict` checks a scenario as Hydra composed it (the file plus command-line
+  overrides); if that fails, the file is checked on its own first, so a broken file is still
+  reported with its lines.
+
+The schema and what "valid" means: :mod:`valuegym.scenarios.schema`. Authoring guide:
+``docs/authoring.md``.
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
+from difflib import get_close_matches
 from pathlib import Path
 from typing import Any
 
-import yaml
-from valuegym.scenarios.schema import Scenario, Slot
+from valuegym.envs import ENVIRONMENTS
+from valuegym.scenarios.schema import Problem, Scenario, ScenarioError, Slot, read_document, validate_data
 
 SHIPPED = Path(__file__).parent
 
-__all__ = ["Scenario", "Slot", "load_scenario", "scenario_files", "scenario_from_dict"]
+__all__ = [
+    "Problem",
+    "Scenario",
+    "ScenarioError",
+    "Slot",
+    "load_scenario",
+    "read_yaml",
+    "scenario_dirs",
+    "scenario_files",
+    "scenario_from_dict",
+    "scenario_name",
+    "validate_file",
+]
 
 
 def scenario_dirs() -> list[Path]:
@@ -22,31 +46,99 @@ def scenario_dirs() -> list[Path]:
 
 
 def scenario_files() -> dict[str, Path]:
-    """``"decide_sim/low" -> path`` for every scenario file (later folders override earlier ones)."""
+    """``"decide_sim/low" -> path`` for every scenario file (later folders override earlier ones).
+
+    Only files directly inside a folder of a scenario directory count, so data files a scenario
+    names can live in a subfolder (``scenarios/dilemma/sets/``)."""
     found: dict[str, Path] = {}
     for root in scenario_dirs():
         for path in sorted(root.glob("*/*.yaml")):
-            found[f"{path.parent.name}/{path.stem}"] = path
+            found[scenario_name(path)] = path
     return found
 
 
+def scenario_name(path: Path) -> str:
+    return f"{path.parent.name}/{path.stem}"
+
+
 def read_yaml(path: Path) -> dict[str, Any]:
-    data = yaml.safe_load(path.read_text())
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: a scenario file must be a mapping of keys, got {type(data).__name__}")
-    return data
+    """The mapping a scenario file holds, as written (bad YAML -> :class:`ScenarioError` with the line)."""
+    document = read_document(path)
+    if not isinstance(document.data, dict):
+        raise ScenarioError(str(path), [_not_a_mapping(document.data, path)])
+    return document.data
 
 
-def scenario_from_dict(data: dict[str, Any], name: str = "") -> Scenario:
-    return Scenario(**{"name": name, **data})
+def _not_a_mapping(data: Any, path: Path) -> Problem:
+    got = "an empty file" if data is None else f"a {type(data).__name__}"
+    return Problem(
+        (), f"a scenario file must be a mapping with at least 'env' and 'params', got {got}", path, 1
+    )
 
 
-def load_scenario(name_or_path: str) -> Scenario:
+def validate_file(path: str | Path) -> Scenario:
+    """The scenario in ``path``, or a :class:`ScenarioError` listing every problem with its line."""
+    path = Path(path)
+    document = read_document(path)
+    if not isinstance(document.data, dict):
+        raise ScenarioError(str(path), [_not_a_mapping(document.data, path)])
+    data = document.data
+    problems = document.duplicate_keys()
+    name = scenario_name(path)
+    if "name" in data:
+        problems.append(Problem(("name",), f"remove it: a scenario's name comes from its path ({name})"))
+    env = data.get("env")
+    folder = path.parent.name
+    if folder in ENVIRONMENTS and isinstance(env, str) and env in ENVIRONMENTS and env != folder:
+        problems.append(
+            Problem(
+                ("env",),
+                f"the file is in the folder {folder!r} but says env: {env}; keep a scenario in the folder "
+                f"of its environment (it is selected as scenario={name})",
+            )
+        )
+    fields = {key: value for key, value in data.items() if key != "name"}
+    scenario, found = validate_data(fields, name=name, folder=path.parent, written=data)
+    problems += found
+    if problems or scenario is None:
+        raise ScenarioError(str(path), [p if p.file is not None else document.locate(p) for p in problems])
+    return scenario
+
+
+def scenario_from_dict(data: Mapping[str, Any], name: str = "") -> Scenario:
+    """A validated scenario from data already read, e.g. ``cfg.scenario`` as Hydra composed it.
+
+    ``name`` (``<env>/<name>``) ties it to its scenario file: paths written there are relative
+    to that file's folder; other relative paths (command-line overrides) to the working directory.
+    """
+    path = scenario_files().get(name) if name else None
+    written = None
+    if path is not None:
+        try:
+            written = read_yaml(path)
+        except ScenarioError:
+            validate_file(path)  # raises the file's own problems, with lines
+    scenario, problems = validate_data(
+        dict(data), name=name, folder=path.parent if path else None, written=written
+    )
+    if scenario is not None:
+        return scenario
+    if path is None:
+        raise ScenarioError(f"scenario {name or '(unnamed)'}", problems)
+    validate_file(path)  # a broken file is reported with its lines
+    raise ScenarioError(
+        f"scenario={name} with the command-line overrides (the file itself is valid)", problems
+    )
+
+
+def load_scenario(name_or_path: str | Path) -> Scenario:
     """A validated scenario, by name (``decide_sim/low``) or by file path."""
     path = Path(name_or_path)
-    if not path.suffix:
-        files = scenario_files()
-        if name_or_path not in files:
-            raise ValueError(f"unknown scenario {name_or_path!r}; known: {', '.join(sorted(files))}")
-        path = files[name_or_path]
-    return scenario_from_dict(read_yaml(path), name=f"{path.parent.name}/{path.stem}")
+    if path.suffix in (".yaml", ".yml") or path.is_file():
+        return validate_file(path)
+    files = scenario_files()
+    if str(name_or_path) not in files:
+        close = get_close_matches(str(name_or_path), list(files), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"unknown scenario {str(name_or_path)!r}{hint}; known: {', '.join(sorted(files))}")
+    return validate_file(files[str(name_or_path)])

@@ -1,14 +1,292 @@
-"""The scenario file schema: one envelope for every environment, whose ``params`` are
-validated by the environment module's own ``Params`` model."""
+"""The scenario file schema and its validation, with every error located in the file.
+
+A scenario file is one envelope (:class:`Scenario`) for every environment; its ``params`` are
+validated by the environment module's own pydantic model ``Params`` (``extra="forbid"``), its
+``slots`` against the agents of the environment those params build.
+
+Scenario files are data. They are read with PyYAML's safe loader only (tags that would build
+Python objects are rejected), nothing in them is imported or executed, and the only code that
+runs is ours: the environment module named by ``env`` (looked up in ``valuegym.envs``'
+registry, never imported by a name taken from the file) validates the params and builds the
+environment once to learn its agents.
+
+Errors are :class:`Problem` s: the file, the line, the field (``params.max_turns``,
+``slots[0].policy``) and what was expected, with the nearest valid key for a misspelt one
+(``difflib``). Line numbers come from the nodes PyYAML composes (``yaml.compose``).
+
+Data files. A ``Params`` field whose ``json_schema_extra`` holds ``{"x-data-file": "Model"}`` is
+the path of a YAML (or JSON) file validated by the pydantic model ``Model`` of the environment
+module (the dilemma environment's ``dilemma_file`` is one). Its errors are reported with that
+file's lines, and in a scenario file a relative path is relative to the scenario's folder, as is
+``prompt_template``.
+"""
 
 from __future__ import annotations
 
-from functools import cached_property
-from importlib import import_module
-from typing import Any, Literal
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from difflib import get_close_matches
+from importlib import import_module, resources
+from pathlib import Path
+from types import ModuleType, UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+import jinja2
+import yaml
+from jinja2.sandbox import SandboxedEnvironment
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from valuegym.envs import ENVIRONMENTS, make_parallel
+
+#: ``json_schema_extra`` key marking a Params field as the path of a data file (see the module docstring)
+DATA_FILE_KEY = "x-data-file"
+#: validation context key: a list that collects the problems instead of raising them
+PROBLEMS = "problems"
+
+Loc = tuple[str | int, ...]
+
+
+# ---------------------------------------------------------------------------- problems
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a scenario: where (file, line, field) and what was expected."""
+
+    loc: Loc  # the field, e.g. ("params", "max_turns"); () for the whole file
+    message: str
+    file: Path | None = None  # None: the scenario file being validated
+    line: int | None = None  # 1-based
+
+    @property
+    def field(self) -> str:
+        """``params.options[0].text`` style."""
+        text = ""
+        for part in self.loc:
+            text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else part)
+        return text
+
+    def describe(self, source: str = "") -> str:
+        where = str(self.file) if self.file is not None else source
+        if self.line is not None:
+            where += f":{self.line}"
+        parts = [p for p in (where, self.field) if p]
+        return ": ".join([*parts, self.message])
+
+
+class ScenarioError(ValueError):
+    """A scenario (or a file it names) is invalid; ``problems`` says where and why, one per line."""
+
+    def __init__(self, source: str, problems: Sequence[Problem]) -> None:
+        self.source = source
+        self.problems = sorted(problems, key=lambda p: (str(p.file or ""), p.line or 0))
+        super().__init__("\n".join(p.describe(source) for p in self.problems))
+
+
+# ---------------------------------------------------------------------------- YAML with lines
+@dataclass(frozen=True)
+class YamlDocument:
+    """A YAML file's data (``yaml.safe_load``'s) and the composed nodes that say where each part is."""
+
+    path: Path
+    data: Any
+    root: yaml.Node | None
+
+    def line_of(self, loc: Loc) -> int | None:
+        """The line of the deepest part of ``loc`` present in the file (a mapping's key line)."""
+        node = self.root
+        if node is None:
+            return None
+        line = node.start_mark.line + 1
+        for part in loc:
+            if isinstance(node, yaml.MappingNode) and isinstance(part, str):
+                match = next(
+                    (kv for kv in node.value if isinstance(kv[0], yaml.ScalarNode) and kv[0].value == part),
+                    None,
+                )
+                if match is None:
+                    break
+                line, node = match[0].start_mark.line + 1, match[1]
+            elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+                node = node.value[part]
+                line = node.start_mark.line + 1
+            else:
+                break
+        return line
+
+    def locate(self, problem: Problem) -> Problem:
+        return replace(problem, file=self.path, line=self.line_of(problem.loc))
+
+    def duplicate_keys(self) -> list[Problem]:
+        """Keys given twice in one mapping (PyYAML would silently keep the last)."""
+        problems: list[Problem] = []
+        stack, visited = [self.root], set()
+        while stack:
+            node = stack.pop()
+            if node is None or id(node) in visited:
+                continue
+            visited.add(id(node))
+            if isinstance(node, yaml.MappingNode):
+                first: dict[str, int] = {}
+                for key, value in node.value:
+                    line = key.start_mark.line + 1
+                    if isinstance(key, yaml.ScalarNode) and key.value != "<<":
+                        if key.value in first:
+                            problems.append(
+                                Problem(
+                                    (),
+                                    f"key {key.value!r} appears twice (first on line {first[key.value]}); "
+                                    "YAML would keep only the last",
+                                    self.path,
+                                    line,
+                                )
+                            )
+                        first.setdefault(key.value, line)
+                    stack += [key, value]
+            elif isinstance(node, yaml.SequenceNode):
+                stack += node.value
+        return problems
+
+
+def read_document(path: Path) -> YamlDocument:
+    """Parse ``path`` with the safe loader, keeping the nodes; bad YAML -> :class:`ScenarioError` with the line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ScenarioError(str(path), [Problem((), f"cannot read the file: {error}", path)]) from None
+    loader = yaml.SafeLoader(text)
+    try:
+        root = loader.get_single_node()
+        data = loader.construct_document(root) if root is not None else None
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        what = " ".join(p for p in (error.context, error.problem) if p)
+        if isinstance(error, yaml.constructor.ConstructorError):
+            what += " (scenario files are plain data: tags that build Python objects are not allowed)"
+        line = mark.line + 1 if mark is not None else None
+        raise ScenarioError(str(path), [Problem((), f"invalid YAML: {what}", path, line)]) from None
+    except yaml.YAMLError as error:
+        raise ScenarioError(str(path), [Problem((), f"invalid YAML: {error}", path)]) from None
+    finally:
+        loader.dispose()
+    return YamlDocument(path, data, root)
+
+
+# ---------------------------------------------------------------------------- pydantic errors
+_UNION_TAG = re.compile(r"[\[\]()]")  # pydantic's loc parts naming a union member, e.g. "list[str]"
+_QUOTED = re.compile(r"'([^']*)'")
+
+
+def _suggest(word: str, choices: Sequence[str]) -> str:
+    close = get_close_matches(word, list(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _members(annotation: Any) -> list[Any]:
+    """The alternatives of a union / Optional / Annotated type."""
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _members(get_args(annotation)[0])
+    if origin in (Union, UnionType):
+        return [m for arg in get_args(annotation) for m in _members(arg)]
+    return [annotation]
+
+
+def _model_at(model: type[BaseModel], loc: Loc) -> type[BaseModel] | None:
+    """The pydantic model that holds the last key of ``loc`` (to suggest its field names)."""
+    current: list[Any] = [model]
+    for part in loc[:-1]:
+        following: list[Any] = []
+        for annotation in current:
+            for member in _members(annotation):
+                origin = get_origin(member)
+                if isinstance(member, type) and issubclass(member, BaseModel) and isinstance(part, str):
+                    if part in member.model_fields:
+                        following.append(member.model_fields[part].annotation)
+                elif origin in (list, tuple, Sequence) and isinstance(part, int):
+                    following.append(get_args(member)[0])
+                elif origin in (dict, Mapping) and isinstance(part, str):
+                    following.append(get_args(member)[1])
+        current = following
+    for annotation in current:
+        for member in _members(annotation):
+            if isinstance(member, type) and issubclass(member, BaseModel):
+                return member
+    return None
+
+
+def _describe_error(error: Mapping[str, Any], model: type[BaseModel], loc: Loc) -> str:
+    kind, message, given = error["type"], str(error["msg"]), error.get("input")
+    if kind == "extra_forbidden":
+        owner = _model_at(model, loc)
+        fields = list(owner.model_fields) if owner else []
+        hint = _suggest(str(loc[-1]), fields)
+        return f"unknown key {loc[-1]!r}{hint}" + (
+            "" if hint or not fields else f"; valid keys: {', '.join(fields)}"
+        )
+    if kind == "missing":
+        owner = _model_at(model, loc)
+        field = owner.model_fields.get(str(loc[-1])) if owner else None
+        described = f" ({field.description})" if field is not None and field.description else ""
+        return f"required field is missing{described}"
+    if kind == "literal_error" and isinstance(given, str):
+        return f"{message}, got {given!r}{_suggest(given, _QUOTED.findall(error['ctx']['expected']))}"
+    if kind in ("value_error", "assertion_error"):
+        return (
+            message.split(", ", 1)[1]
+            if message.startswith(("Value error, ", "Assertion failed, "))
+            else message
+        )
+    if "url" not in error or isinstance(given, Mapping | list):  # custom errors already name the input
+        return message
+    return f"{message}, got {given!r}"
+
+
+def problems_from_validation(
+    error: ValidationError, model: type[BaseModel], prefix: Loc = ()
+) -> list[Problem]:
+    """pydantic's errors as problems; a union's alternatives are merged into one problem per field."""
+    merged: dict[Loc, list[str]] = {}
+    for item in error.errors():
+        loc = tuple(p for p in item["loc"] if not (isinstance(p, str) and _UNION_TAG.search(p)))
+        text = _describe_error(item, model, loc)
+        if text not in merged.setdefault(prefix + loc, []):
+            merged[prefix + loc].append(text)
+    return [Problem(loc, "; or: ".join(texts)) for loc, texts in merged.items()]
+
+
+# ---------------------------------------------------------------------------- the envelope
+_TAG = re.compile(r"^[a-z0-9][a-z0-9_.\-/]*$")
+
+
+def _check_tag(tag: str) -> str:
+    if not _TAG.match(tag):
+        raise ValueError(f"tag {tag!r} must be lowercase words, digits and - _ . / (e.g. scarcity/low)")
+    return tag
+
+
+def agent_configs() -> list[str]:
+    """Every agent config a slot may name: ``conf/agent/<reference>.yaml`` as ``<reference>``
+    (``scripted/ethical``, ``llm/openai``)."""
+    found: list[str] = []
+    folders = [("", resources.files("valuegym.conf").joinpath("agent"))]
+    while folders:
+        prefix, folder = folders.pop()
+        for entry in folder.iterdir():
+            if entry.is_dir():
+                folders.append((f"{prefix}{entry.name}/", entry))
+            elif entry.name.endswith(".yaml"):
+                found.append(prefix + entry.name.removesuffix(".yaml"))
+    return sorted(found)
 
 
 class Slot(BaseModel):
@@ -17,9 +295,19 @@ class Slot(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    agents: list[str] = Field(min_length=1)
+    agents: list[str] = Field(min_length=1, description="agent ids of the environment")
     role: Literal["focal", "background"] = "focal"
     policy: str | None = Field(None, description="agent config for background seats, e.g. scripted/ethical")
+
+    @field_validator("policy")
+    @classmethod
+    def _known_policy(cls, policy: str | None) -> str | None:
+        if policy is not None:
+            known = agent_configs()
+            if policy not in known:
+                hint = _suggest(policy, known) or f"; known: {', '.join(known)}"
+                raise ValueError(f"no agent config conf/agent/{policy}.yaml{hint}")
+        return policy
 
     @model_validator(mode="after")
     def _background_needs_policy(self) -> Slot:
@@ -33,47 +321,201 @@ class Slot(BaseModel):
 
 
 class Scenario(BaseModel):
+    """A validated scenario: build one with ``valuegym.scenarios`` (files, names or dicts)."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    env: str
-    name: str = ""
+    env: str = Field(description=f"the environment type, one of {', '.join(sorted(ENVIRONMENTS))}")
+    name: str = Field("", description="set from the file's path: <folder>/<file name>")
     description: str = ""
-    source: str = ""
-    tags: list[str] = Field(default_factory=list)
-    params: dict[str, Any] = Field(default_factory=dict)
-    slots: list[Slot] = Field(default_factory=list)
+    source: str = Field("", description="where the scenario comes from (paper, repository, file)")
+    tags: list[Annotated[str, AfterValidator(_check_tag)]] = Field(default_factory=list)
+    prompt_template: str | None = Field(
+        None, description="a Jinja2 prompt template for LLM agents whose config sets no template"
+    )
+    params: dict[str, Any] = Field(default_factory=dict, description="the environment's Params")
+    slots: list[Slot] = Field(default_factory=list, description="default: every agent is focal")
+
+    _agents: tuple[str, ...] = PrivateAttr(default=())
 
     @field_validator("env")
     @classmethod
     def _known_env(cls, env: str) -> str:
         if env not in ENVIRONMENTS:
             raise ValueError(
-                f"unknown environment {env!r}; expected one of {', '.join(sorted(ENVIRONMENTS))}"
+                f"unknown environment {env!r}{_suggest(env, sorted(ENVIRONMENTS))}; "
+                f"known environments: {', '.join(sorted(ENVIRONMENTS))}"
             )
         return env
 
     @model_validator(mode="after")
-    def _validate_params_and_slots(self) -> Scenario:
-        params_model = import_module(ENVIRONMENTS[self.env][1]).Params
-        validated = params_model(**self.params)
-        object.__setattr__(self, "params", validated.model_dump(exclude_unset=True))
-        agents = self.agent_ids()
-        seen: set[str] = set()
-        for slot in self.slots:
-            for agent in slot.agents:
-                if agent not in agents:
-                    raise ValueError(f"slot names agent {agent!r}, but the environment's agents are {agents}")
-                if agent in seen:
-                    raise ValueError(f"agent {agent!r} appears in more than one slot")
-                seen.add(agent)
+    def _params_and_slots(self, info: ValidationInfo) -> Scenario:
+        problems = self._check()
+        collector = (info.context or {}).get(PROBLEMS)
+        if problems and collector is None:
+            raise ValueError("\n".join(p.describe() for p in problems))
+        if collector is not None:
+            collector.extend(problems)
         return self
 
-    def agent_ids(self) -> list[str]:
-        return list(self._possible_agents)
+    def _check(self) -> list[Problem]:
+        """Validate params (and their data files), the prompt template and the slots; fills ``_agents``."""
+        validated, problems = check_params(self.env, self.params)
+        if validated is not None:
+            object.__setattr__(self, "params", validated)
+        if self.prompt_template is not None:
+            problems += check_template(Path(self.prompt_template))
+        if problems:
+            return problems
+        try:
+            environment = make_parallel(self.env, **self.params)
+        except Exception as error:  # the env's own checks beyond Params: report, never crash validation
+            return [Problem(("params",), f"the environment cannot be built with these params: {error}")]
+        self._agents = tuple(environment.possible_agents)
+        environment.close()
+        return self._slot_problems()
 
-    @cached_property
-    def _possible_agents(self) -> tuple[str, ...]:
-        return tuple(make_parallel(self.env, **self.params).possible_agents)
+    def _slot_problems(self) -> list[Problem]:
+        problems = []
+        slot_of: dict[str, int] = {}
+        for i, slot in enumerate(self.slots):
+            for j, agent in enumerate(slot.agents):
+                if agent not in self._agents:
+                    problems.append(
+                        Problem(
+                            ("slots", i, "agents", j),
+                            f"unknown agent {agent!r}{_suggest(agent, self._agents)}; "
+                            f"this scenario's agents are: {', '.join(self._agents)}",
+                        )
+                    )
+                elif agent in slot_of:
+                    problems.append(
+                        Problem(
+                            ("slots", i, "agents", j),
+                            f"agent {agent!r} is already in slots[{slot_of[agent]}]",
+                        )
+                    )
+                else:
+                    slot_of[agent] = i
+        return problems
+
+    def agent_ids(self) -> list[str]:
+        return list(self._agents)
 
     def roles(self) -> dict[str, Slot]:
         return {agent: slot for slot in self.slots for agent in slot.agents}
+
+
+# ---------------------------------------------------------------------------- params and the files they name
+def check_params(env: str, params: Mapping[str, Any]) -> tuple[dict[str, Any] | None, list[Problem]]:
+    """``params`` validated by the environment's ``Params`` (as set, without defaults), or the problems."""
+    module = env_module(env)
+    params_model: type[BaseModel] = module.Params
+    problems: list[Problem] = []
+    broken_files = set()
+    for field, model in data_file_fields(module).items():
+        value = params.get(field)
+        if isinstance(value, str):
+            found = check_data_file(Path(value), model, ("params", field))
+            if found:
+                problems += found
+                broken_files.add(field)
+    try:
+        validated = params_model.model_validate(params)
+    except ValidationError as error:
+        for problem in problems_from_validation(error, params_model, ("params",)):
+            # a broken data file also fails Params; its own problems say more
+            if not broken_files or (len(problem.loc) > 1 and problem.loc[1] not in broken_files):
+                problems.append(problem)
+        return None, problems
+    return (None, problems) if problems else (validated.model_dump(exclude_unset=True), [])
+
+
+def env_module(env: str) -> ModuleType:
+    """The module of a registered environment (``ENVIRONMENTS``); never a name from a file."""
+    return import_module(ENVIRONMENTS[env][1])
+
+
+def data_file_fields(module: ModuleType) -> dict[str, type[BaseModel]]:
+    """``Params`` field -> the model its data file must match (fields marked with :data:`DATA_FILE_KEY`)."""
+    fields = {}
+    for name, field in module.Params.model_fields.items():
+        extra = field.json_schema_extra
+        if isinstance(extra, dict) and DATA_FILE_KEY in extra:
+            fields[name] = getattr(module, str(extra[DATA_FILE_KEY]))
+    return fields
+
+
+def check_data_file(path: Path, model: type[BaseModel], field: Loc) -> list[Problem]:
+    """Problems of a data file, located in it; a missing file is a problem of ``field``."""
+    if not path.is_file():
+        return [Problem(field, f"file not found: {path}")]
+    try:
+        document = read_document(path)
+    except ScenarioError as error:
+        return list(error.problems)
+    problems = document.duplicate_keys()
+    try:
+        model.model_validate(document.data)
+    except ValidationError as error:
+        problems += [document.locate(p) for p in problems_from_validation(error, model)]
+    return problems
+
+
+def check_template(path: Path) -> list[Problem]:
+    """A prompt template must exist and parse (parsed only: nothing in it runs here)."""
+    if not path.is_file():
+        return [Problem(("prompt_template",), f"file not found: {path}")]
+    try:
+        SandboxedEnvironment().parse(path.read_text(encoding="utf-8"))
+    except jinja2.TemplateSyntaxError as error:
+        return [Problem((), f"template syntax error: {error.message}", path, error.lineno)]
+    return []
+
+
+def resolve_paths(
+    data: Mapping[str, Any], folder: Path | None, written: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """``data`` with its relative file paths made absolute: relative to ``folder`` (the scenario
+    file's) where the value is the one ``written`` in that file, else to the working directory
+    (a value given on the command line)."""
+    resolved = dict(data)
+
+    def absolute(value: Any, as_written: Any) -> Any:
+        if not isinstance(value, str) or os.path.isabs(value):
+            return value
+        base = folder if folder is not None and value == as_written else Path.cwd()
+        return str((base / value).resolve())
+
+    written = written or {}
+    if "prompt_template" in resolved:
+        resolved["prompt_template"] = absolute(resolved["prompt_template"], written.get("prompt_template"))
+    params, written_params = resolved.get("params"), written.get("params")
+    if resolved.get("env") in ENVIRONMENTS and isinstance(params, Mapping):
+        written_params = written_params if isinstance(written_params, Mapping) else {}
+        params = dict(params)
+        for field in data_file_fields(env_module(resolved["env"])):
+            if field in params:
+                params[field] = absolute(params[field], written_params.get(field))
+        resolved["params"] = params
+    return resolved
+
+
+def validate_data(
+    data: Mapping[str, Any],
+    name: str = "",
+    folder: Path | None = None,
+    written: Mapping[str, Any] | None = None,
+) -> tuple[Scenario | None, list[Problem]]:
+    """The scenario ``data`` describes, or the problems that stop it (not yet located in a file)."""
+    resolved = resolve_paths(data, folder, written)
+    problems: list[Problem] = []
+    try:
+        scenario = Scenario.model_validate({**resolved, "name": name}, context={PROBLEMS: problems})
+    except ValidationError as error:
+        problems = problems_from_validation(error, Scenario)
+        env, params = resolved.get("env"), resolved.get("params", {})
+        if env in ENVIRONMENTS and isinstance(params, Mapping):
+            problems += check_params(env, params)[1]  # report the params' problems along with the envelope's
+        return None, problems
+    return (None, problems) if problems else (scenario, [])

@@ -129,7 +129,7 @@ class Experiment:
 
     def _build_setup(self) -> EpisodeSetup:
         env_name = self.scenario.env
-        focal = make_policy(self.agent, env_name)
+        focal = make_policy(self._with_scenario_template(self.agent), env_name)
         if self.condition != NO_REGULATOR:
             from valuegym.agents.affect import regulate  # only regulated runs need it
 
@@ -143,9 +143,17 @@ class Experiment:
                 seats[agent] = Seat(agent, "focal", focal)
             else:
                 if slot.policy not in background:
-                    background[slot.policy] = make_policy(agent_config(slot.policy), env_name)
+                    background[slot.policy] = make_policy(
+                        self._with_scenario_template(agent_config(slot.policy)), env_name
+                    )
                 seats[agent] = Seat(agent, "background", background[slot.policy])
         return EpisodeSetup(self, seats)
+
+    def _with_scenario_template(self, cfg: Mapping[str, Any]) -> Mapping[str, Any]:
+        """An LLM agent whose config names no template uses the scenario's ``prompt_template``."""
+        if cfg.get("kind") == "llm" and cfg.get("template") is None and self.scenario.prompt_template:
+            return {**cfg, "template": self.scenario.prompt_template}
+        return cfg
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
