@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from importlib import import_module
+from importlib import import_module, resources
 from typing import Any
 
+import yaml
 from valuegym.agents.policy import Policy
 
 #: agent ``kind`` in an agent config -> "module:function(cfg, env_name) -> Policy"
@@ -14,6 +15,14 @@ KINDS: dict[str, str] = {
     "llm": "valuegym.agents.llm.policy:make_from_config",
     "rl": "valuegym.agents.rl.policy:make_from_config",
 }
+
+
+def agent_config(reference: str) -> dict[str, Any]:
+    """The agent config ``conf/agent/<reference>.yaml`` (e.g. ``scripted/ethical``)."""
+    path = resources.files("valuegym.conf").joinpath("agent", *f"{reference}.yaml".split("/"))
+    if not path.is_file():
+        raise ValueError(f"unknown agent {reference!r}: no conf/agent/{reference}.yaml")
+    return yaml.safe_load(path.read_text())
 
 
 def make_policy(cfg: Mapping[str, Any], env_name: str) -> Policy:

@@ -13,13 +13,11 @@ import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from importlib import resources
 from typing import Any
 
 import numpy as np
-import yaml
 
-from valuegym.agents import make_policy
+from valuegym.agents import agent_config, make_policy
 from valuegym.agents.policy import Policy
 from valuegym.envs import make_parallel
 from valuegym.scenarios import Scenario
@@ -31,14 +29,6 @@ def episode_seed(base_seed: int, episode_id: int) -> int:
     """The seed of one episode: depends only on the run's seed and the episode's index,
     so conditions run with matched seeds (paired comparisons)."""
     return int(np.random.SeedSequence([base_seed, episode_id]).generate_state(1)[0])
-
-
-def agent_config(reference: str) -> dict[str, Any]:
-    """The agent config ``conf/agent/<reference>.yaml`` (e.g. ``scripted/ethical``)."""
-    path = resources.files("valuegym.conf").joinpath("agent", *f"{reference}.yaml".split("/"))
-    if not path.is_file():
-        raise ValueError(f"unknown agent {reference!r}: no conf/agent/{reference}.yaml")
-    return yaml.safe_load(path.read_text())
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,309 @@
+"""Any valuegym environment as an RLlib ``MultiAgentEnv`` whose agents are the learners.
+
+The adapter is deliberately thin and generic:
+
+* **Agents.** Only the focal seats are RLlib agents (``agents``, ``possible_agents``,
+  ``observation_spaces``, ``action_spaces``). Background seats (a scenario's ``slots``
+  with ``role: background``) are played *inside* the adapter by the policy their slot
+  names, built with :func:`valuegym.agents.make_policy` (scripted or LLM), so RLlib never
+  sees them and training cannot change them.
+* **Observations.** A ``Dict`` observation with an action mask becomes
+  ``{"observations": ..., "action_mask": ...}``, the keys of RLlib's action-masking
+  convention (PettingZoo's key is ``observation``), read by
+  :class:`~valuegym.agents.rl.module.MaskedPPOTorchRLModule`; a ``Box`` observation (e.g.
+  co-evolution, whose action is continuous) passes through.
+  :func:`module_observation` is the one conversion, shared with the checkpoint-backed
+  policy so a trained module sees the same inputs when it plays in the runner.
+* **Rewards** are the environment's own, from the scenario's reward parameters (the
+  training config merges its reward overrides into them), plus optional affect shaping.
+* **Affect** (optional): per focal agent, guilt and satisfaction levels follow
+  ``infos[agent]["events"]`` (:mod:`valuegym.agents.affect`); the reward gains
+  ``w_s·satisfaction − w_g·guilt`` every step and, if asked, the observation gains the levels.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import gymnasium
+import numpy as np
+from ray.rllib.env.multi_agent_env import MultiAgentEnv
+from valuegym.agents import make_policy
+from valuegym.agents.policy import AgentContext, Decision, Policy, Turn
+from valuegym.agents.rl.module import ACTION_MASK, OBSERVATIONS
+from valuegym.envs import make_parallel
+
+#: PettingZoo-side key of the numeric observation inside a masked ``Dict`` observation
+ENV_OBSERVATION = "observation"
+
+
+@dataclass(frozen=True)
+class AffectShapingConfig:
+    """How affect shapes training: the regulator's parameters (its reward weights included)
+    and whether the levels are also observed."""
+
+    params: Mapping[str, Any] = field(default_factory=dict)  # valuegym.agents.affect.AffectParams fields
+    features: bool = True
+
+
+@dataclass(frozen=True)
+class AdapterConfig:
+    """Everything an adapter needs; plain data, so it travels to Ray env runners as ``env_config``."""
+
+    env: str  # environment name, e.g. "decide_sim"
+    params: Mapping[str, Any]  # the environment's keyword arguments, rewards included
+    background: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # agent -> agent config
+    affect: AffectShapingConfig | None = None
+    scenario: str = ""  # the scenario's name, for the background policies' context
+    seed: int = 0  # episode seeds when RLlib does not seed the first reset
+
+    def to_env_config(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_env_config(cls, config: Mapping[str, Any]) -> AdapterConfig:
+        values = {name: config[name] for name in cls.__dataclass_fields__ if name in config}
+        affect = values.get("affect")
+        if isinstance(affect, Mapping):
+            values["affect"] = AffectShapingConfig(**affect)
+        return cls(**values)
+
+
+# ---------------------------------------------------------------------- observations
+def is_masked(space: gymnasium.Space) -> bool:
+    """True for the ``Dict({"observation", "action_mask"})`` observations of discrete envs."""
+    return isinstance(space, gymnasium.spaces.Dict) and set(space.spaces) == {ENV_OBSERVATION, ACTION_MASK}
+
+
+def _with_features(box: gymnasium.spaces.Box, n_features: int) -> gymnasium.spaces.Box:
+    if n_features == 0:
+        return box
+    low = np.concatenate([box.low.astype(np.float32), np.full(n_features, -np.inf, np.float32)])
+    high = np.concatenate([box.high.astype(np.float32), np.full(n_features, np.inf, np.float32)])
+    return gymnasium.spaces.Box(low, high, dtype=np.float32)
+
+
+def module_observation_space(space: gymnasium.Space, n_features: int = 0) -> gymnasium.Space:
+    """The observation space the RL module sees for an environment observation space."""
+    if is_masked(space):
+        mask = space[ACTION_MASK]
+        return gymnasium.spaces.Dict(
+            {
+                OBSERVATIONS: _with_features(space[ENV_OBSERVATION], n_features),
+                ACTION_MASK: gymnasium.spaces.Box(0.0, 1.0, mask.shape, dtype=np.float32),
+            }
+        )
+    if isinstance(space, gymnasium.spaces.Box) and len(space.shape) == 1:
+        return _with_features(space, n_features)
+    raise ValueError(
+        "RL training supports a flat Box observation or a Dict with keys 'observation' and "
+        f"'action_mask'; got {space}"
+    )
+
+
+def module_observation(observation: Any, features: np.ndarray | None = None) -> Any:
+    """An environment observation as the RL module sees it (see :func:`module_observation_space`)."""
+    if isinstance(observation, Mapping):
+        return {
+            OBSERVATIONS: _flat(observation[ENV_OBSERVATION], features),
+            ACTION_MASK: np.asarray(observation[ACTION_MASK], dtype=np.float32),
+        }
+    return _flat(observation, features)
+
+
+def _flat(values: Any, features: np.ndarray | None) -> np.ndarray:
+    values = np.asarray(values, dtype=np.float32)
+    return values if features is None else np.concatenate([values, features], dtype=np.float32)
+
+
+# ---------------------------------------------------------------------- affect
+class AffectShaping:
+    """Per-agent affect levels driven by moral events: the reward shaping and the extra features.
+
+    Used by the adapter while training and by the checkpoint-backed policy while playing,
+    so a module trained with affect features is fed the same features in the runner.
+    """
+
+    def __init__(self, config: AffectShapingConfig) -> None:
+        from valuegym.agents import affect  # only runs that enable affect need the regulator
+
+        self._affect = affect
+        self.params = affect.AffectParams.from_config(config.params)
+        self.n_features = len(self.features(self.initial())) if config.features else 0
+
+    def initial(self) -> Any:
+        return self._affect.AffectLevels()
+
+    def update(self, levels: Any, events: Sequence[Mapping[str, Any]]) -> Any:
+        return self._affect.update_levels(levels, list(events), self.params)
+
+    def reward(self, levels: Any) -> float:
+        return float(self._affect.reward_shaping(levels, self.params))
+
+    def features(self, levels: Any) -> np.ndarray:
+        return np.asarray(self._affect.affect_features(levels, self.params), dtype=np.float32)
+
+
+# ---------------------------------------------------------------------- the adapter
+class ValuegymMultiAgentEnv(MultiAgentEnv):
+    """A valuegym ``ParallelEnv`` with its focal seats exposed to RLlib and its background seats played inside."""
+
+    def __init__(self, config: Mapping[str, Any] | None = None) -> None:
+        super().__init__()
+        if not config:
+            raise ValueError("ValuegymMultiAgentEnv needs an env_config (AdapterConfig.to_env_config())")
+        self.config = AdapterConfig.from_env_config(config)
+        self.env = make_parallel(self.config.env, **self.config.params)
+        unknown = sorted(set(self.config.background) - set(self.env.possible_agents))
+        if unknown:
+            raise ValueError(
+                f"background agents {unknown} are not agents of {self.config.env} ({self.env.possible_agents})"
+            )
+        self.background_agents = [a for a in self.env.possible_agents if a in self.config.background]
+        self.possible_agents = [a for a in self.env.possible_agents if a not in self.config.background]
+        if not self.possible_agents:
+            raise ValueError("every seat is background: RL training needs at least one focal agent")
+        self.agents = []
+        self.affect = AffectShaping(self.config.affect) if self.config.affect is not None else None
+        n_features = self.affect.n_features if self.affect is not None else 0
+        self.observation_spaces = {
+            a: module_observation_space(self.env.observation_space(a), n_features)
+            for a in self.possible_agents
+        }
+        self.action_spaces = {a: self.env.action_space(a) for a in self.possible_agents}
+        self._loop = asyncio.new_event_loop()  # background policies' methods are coroutines
+        self._background_policies = self._build_background_policies()
+        for policy in self._unique_background_policies():
+            self._loop.run_until_complete(policy.preflight())  # e.g. an LLM server that is down fails here
+        # Seeds each episode when RLlib does not (it seeds only an env runner's first reset).
+        worker = getattr(config, "worker_index", 0)
+        self._episode_seeds = np.random.default_rng([self.config.seed, worker])
+        self._observations: dict[str, Any] = {}
+        self._infos: dict[str, Any] = {}
+        self._states: dict[str, Any] = {}
+        self._levels: dict[str, Any] = {}
+        self.episode_seed: int | None = None
+        #: the joint action (focal and background) applied at the last step
+        self.last_actions: dict[str, Any] = {}
+
+    def _build_background_policies(self) -> dict[str, Policy]:
+        by_config: dict[str, Policy] = {}  # one policy object per distinct config, as in the runner
+        policies: dict[str, Policy] = {}
+        for agent in self.background_agents:
+            config = self.config.background[agent]
+            key = json.dumps(config, sort_keys=True, default=str)
+            if key not in by_config:
+                by_config[key] = make_policy(config, self.config.env)
+            policies[agent] = by_config[key]
+        return policies
+
+    # ------------------------------------------------------------------ episode
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        if seed is not None:
+            self._episode_seeds = np.random.default_rng(seed)
+        self.episode_seed = int(self._episode_seeds.integers(2**31 - 1))
+        self._observations, self._infos = self.env.reset(seed=self.episode_seed, options=options)
+        agents = tuple(self.env.possible_agents)
+        self._states = {
+            agent: policy.initial_state(
+                AgentContext(
+                    agent,
+                    self.config.env,
+                    agents,
+                    self.env.action_schema(agent),
+                    self.episode_seed,
+                    self.config.scenario,
+                )
+            )
+            for agent, policy in self._background_policies.items()
+        }
+        self.agents = [a for a in self.env.agents if a in self.observation_spaces]
+        if self.affect is not None:
+            self._levels = {
+                a: self.affect.update(self.affect.initial(), self._infos[a]["events"]) for a in self.agents
+            }
+        self.last_actions = {}
+        return {a: self._module_observation(a) for a in self.agents}, {}
+
+    def step(
+        self, action_dict: Mapping[str, Any]
+    ) -> tuple[dict[str, Any], dict[str, float], dict[str, bool], dict[str, bool], dict[str, Any]]:
+        missing = [a for a in self.agents if a not in action_dict]
+        if missing:
+            raise ValueError(f"no action for focal agents {missing}")
+        actions = {a: _env_action(action_dict[a]) for a in self.agents}
+        actions.update(self._background_actions())
+        self.last_actions = actions
+        acting = list(self.agents)
+        self._observations, rewards, terminations, truncations, self._infos = self.env.step(actions)
+
+        observations: dict[str, Any] = {}
+        focal_rewards: dict[str, float] = {}
+        for agent in acting:
+            reward = float(rewards[agent])
+            if self.affect is not None:
+                self._levels[agent] = self.affect.update(self._levels[agent], self._infos[agent]["events"])
+                reward += self.affect.reward(self._levels[agent])
+            focal_rewards[agent] = reward
+            observations[agent] = self._module_observation(agent)
+        self.agents = [a for a in self.env.agents if a in self.observation_spaces]
+        episode_over = not self.agents  # the learners' episode ends with the last focal agent
+        all_terminated = episode_over and all(terminations[a] for a in acting)
+        terminateds = {a: bool(terminations[a]) for a in acting} | {"__all__": all_terminated}
+        truncateds = {a: bool(truncations[a]) for a in acting} | {
+            "__all__": episode_over and not all_terminated
+        }
+        return observations, focal_rewards, terminateds, truncateds, {}
+
+    def _module_observation(self, agent: str) -> Any:
+        features = None
+        if self.affect is not None and self.affect.n_features:
+            features = self.affect.features(self._levels[agent])
+        return module_observation(self._observations[agent], features)
+
+    def _background_actions(self) -> dict[str, Any]:
+        """The background seats' actions, every policy deciding for all its seats at once."""
+        by_policy: dict[int, list[Turn]] = {}
+        for agent in self.env.agents:
+            if agent in self._background_policies:
+                turn = Turn(agent, self._observations[agent], self._infos[agent], self._states[agent])
+                by_policy.setdefault(id(self._background_policies[agent]), []).append(turn)
+        if not by_policy:
+            return {}
+        groups = list(by_policy.values())
+
+        async def decide() -> list[list[tuple[Decision, Any]]]:
+            return await asyncio.gather(
+                *(self._background_policies[group[0].agent].step_batch(group) for group in groups)
+            )
+
+        actions: dict[str, Any] = {}
+        for group, results in zip(groups, self._loop.run_until_complete(decide()), strict=True):
+            for turn, (decision, state) in zip(group, results, strict=True):
+                actions[turn.agent] = decision.action
+                self._states[turn.agent] = state
+        return actions
+
+    def _unique_background_policies(self) -> list[Policy]:
+        return list({id(p): p for p in self._background_policies.values()}.values())
+
+    def close(self) -> None:
+        for policy in self._unique_background_policies():
+            policy.close()
+        self._loop.close()
+        self.env.close()
+
+
+def _env_action(action: Any) -> Any:
+    """RLlib's action as the environment takes it: a catalog index, or a continuous vector."""
+    if isinstance(action, np.ndarray) and action.ndim == 0:
+        return int(action)
+    if isinstance(action, np.integer):
+        return int(action)
+    return action
