@@ -94,8 +94,7 @@ from typing import Any, Literal
 import gymnasium
 import mesa
 import numpy as np
-from pettingzoo import ParallelEnv
-from pettingzoo.utils import wrappers
+from pettingzoo import AECEnv, ParallelEnv
 from pettingzoo.utils.conversions import parallel_to_aec_wrapper
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from valuegym.envs.coevolution_metrics import (
@@ -111,6 +110,7 @@ from valuegym.envs.coevolution_metrics import (
     reference_at,
     trajectory_position,
 )
+from valuegym.envs.pettingzoo_exports import aec_env
 from valuegym.envs.spec import EpisodeSummary, MoralEvent, Outcome
 
 #: named value-dimension layouts selectable with ``dims=<name>``
@@ -925,11 +925,11 @@ def parallel_env(**kwargs: Any) -> CoevolutionEnv:
     return CoevolutionEnv(**kwargs)
 
 
-def raw_env(**kwargs: Any) -> Any:
+def raw_env(**kwargs: Any) -> AECEnv:
     """The AEC version, without PettingZoo's safety wrappers."""
     return parallel_to_aec_wrapper(parallel_env(**kwargs))
 
 
-def env(**kwargs: Any) -> Any:
-    """The AEC version with PettingZoo's standard wrappers (the action may also be structured)."""
-    return wrappers.OrderEnforcingWrapper(raw_env(**kwargs))
+def env(**kwargs: Any) -> AECEnv:
+    """The AEC version enforcing the call order; actions are not bounds-checked, as they may be structured."""
+    return aec_env(parallel_env, **kwargs)

@@ -33,9 +33,9 @@ from typing import Any, Literal
 
 import gymnasium
 import numpy as np
-from pettingzoo import ParallelEnv
-from pettingzoo.utils import parallel_to_aec, wrappers
+from pettingzoo import AECEnv, ParallelEnv
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from valuegym.envs.pettingzoo_exports import aec_env, bounds_checked_aec_env
 from valuegym.envs.spec import EpisodeSummary, MoralEvent, Outcome
 
 ACTIONS = ("MOVE", "DRAW_SHARED", "TAP_FORBIDDEN", "TRANSFER_POWER", "TALK", "INVITE", "WAIT")
@@ -634,13 +634,11 @@ def parallel_env(**kwargs: Any) -> DecideSimEnv:
     return DecideSimEnv(**kwargs)
 
 
-def raw_env(**kwargs: Any) -> Any:
-    """The AEC version, without PettingZoo's safety wrappers."""
-    return parallel_to_aec(parallel_env(**kwargs))
+def raw_env(**kwargs: Any) -> AECEnv:
+    """The AEC version, enforcing only the call order."""
+    return aec_env(parallel_env, **kwargs)
 
 
-def env(**kwargs: Any) -> Any:
-    """The AEC version with PettingZoo's standard wrappers."""
-    aec = raw_env(**kwargs)
-    aec = wrappers.AssertOutOfBoundsWrapper(aec)
-    return wrappers.OrderEnforcingWrapper(aec)
+def env(**kwargs: Any) -> AECEnv:
+    """The AEC version with PettingZoo's standard wrappers (actions are catalog indices)."""
+    return bounds_checked_aec_env(parallel_env, **kwargs)

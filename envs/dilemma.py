@@ -66,10 +66,11 @@ from typing import Any, Literal
 import gymnasium
 import numpy as np
 import yaml
-from pettingzoo import ParallelEnv
-from pettingzoo.utils import parallel_to_aec, wrappers
+from pettingzoo import AECEnv, ParallelEnv
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
+from valuegym.envs.deliberation import DeliberationSchedule
+from valuegym.envs.pettingzoo_exports import aec_env, bounds_checked_aec_env
 from valuegym.envs.spec import EpisodeSummary, MoralEvent, Outcome
 
 REFUSE = "refuse"
@@ -309,10 +310,14 @@ class DilemmaEnv(ParallelEnv):
         self.dilemma_set = self.params.dilemmas()
         self.possible_agents = [f"agent_{i}" for i in range(self.params.n_agents)]
         self.agents: list[str] = []
-        self.rounds_per_dilemma = 1 + self.params.deliberation_rounds
         self.n_dilemmas = self.params.dilemmas_per_episode or len(self.dilemma_set.dilemmas)
-        total_steps = self.n_dilemmas * self.rounds_per_dilemma
-        self.max_steps = min(total_steps, self.params.max_cycles or total_steps)
+        self.schedule = DeliberationSchedule(
+            dilemmas=self.n_dilemmas,
+            deliberation_rounds=self.params.deliberation_rounds,
+            max_cycles=self.params.max_cycles,
+        )
+        self.rounds_per_dilemma = self.schedule.rounds_per_dilemma
+        self.max_steps = self.schedule.max_steps
         self.max_options = max(len(d.options) for d in self.dilemma_set.dilemmas)
         self.refuse_index = self.max_options  # the last action index
         self._value_index = {value: i for i, value in enumerate(self.dilemma_set.values)}
@@ -390,8 +395,7 @@ class DilemmaEnv(ParallelEnv):
             n = len(dilemma.options)
             order = rng.permutation(n) if self.params.shuffle_options else np.arange(n)
             plan.append((dilemma, tuple(int(i) for i in order)))
-        reached = -(-self.max_steps // self.rounds_per_dilemma)  # only those the episode reaches
-        self.plan = plan[:reached]
+        self.plan = plan[: self.schedule.dilemmas_reached]  # only those the episode reaches
         self.answers = [[] for _ in self.plan]
         self._views = {}
         self.steps = 0
@@ -403,18 +407,17 @@ class DilemmaEnv(ParallelEnv):
     @property
     def dilemma_index(self) -> int:
         """The dilemma being decided (the last one once the episode is over)."""
-        return min(self.steps // self.rounds_per_dilemma, len(self.plan) - 1)
+        return self.schedule.dilemma_index(self.steps)
 
     @property
     def round_index(self) -> int:
-        if self.steps >= self.max_steps:
-            return (self.max_steps - 1) % self.rounds_per_dilemma
-        return self.steps % self.rounds_per_dilemma
+        """The round being decided (the last round played once the episode is over)."""
+        return self.schedule.round_index(self.steps)
 
     def step(self, actions: Mapping[str, Any]) -> tuple[dict, dict, dict, dict, dict]:
         acting = list(self.agents)
         index, round_ = self.dilemma_index, self.round_index
-        binding = round_ == self.rounds_per_dilemma - 1
+        binding = self.schedule.is_binding(round_)
         answers = {agent: self._parse(actions.get(agent)) for agent in acting}
         self.answers[index].append(answers)
         self._events, self._outcomes, self._rewards = {}, {}, {}
@@ -432,8 +435,8 @@ class DilemmaEnv(ParallelEnv):
             self._outcomes[agent] = self._outcome(index, round_, binding, answer)
             self._rewards[agent] = self._reward(answer) if binding else 0.0
         self.steps += 1
-        done = self.steps >= self.max_steps
-        finished = self.steps >= self.n_dilemmas * self.rounds_per_dilemma
+        done = self.schedule.is_over(self.steps)
+        finished = self.schedule.is_complete(self.steps)
         observations = {a: self._observe() for a in acting}
         infos = {a: self._info(a) for a in acting}
         terminations = {a: done and finished for a in acting}
@@ -559,7 +562,7 @@ class DilemmaEnv(ParallelEnv):
     # ------------------------------------------------------------------ what agents see
     def _previous_round(self) -> dict[str, _Choice]:
         """Every agent's answer in the previous round of the current dilemma (empty in round 0)."""
-        if self.round_index == 0 or self.steps >= self.max_steps:
+        if not self.schedule.has_previous_round(self.steps):
             return {}
         return self.answers[self.dilemma_index][self.round_index - 1]
 
@@ -587,9 +590,7 @@ class DilemmaEnv(ParallelEnv):
         tail = self.max_options * width
         if previous:
             vector[tail] = sum(a.refused for a in previous.values()) / len(previous)
-        vector[tail + 1] = (
-            self.round_index / self.params.deliberation_rounds if self.params.deliberation_rounds else 0.0
-        )
+        vector[tail + 1] = self.schedule.round_progress(self.round_index)
         vector[tail + 2] = self.dilemma_index / self.n_dilemmas
         mask[self.refuse_index] = self.params.allow_refusal
         return {"observation": vector, "action_mask": mask}
@@ -684,7 +685,7 @@ class DilemmaEnv(ParallelEnv):
             "dilemma": dilemma.id,
             "dilemma_number": index + 1,
             "round": round_,
-            "binding": round_ == self.rounds_per_dilemma - 1,
+            "binding": self.schedule.is_binding(round_),
             "option": option.id if option else None,
             "status": answer.record_status,
             "reason": answer.reason,
@@ -749,13 +750,11 @@ def parallel_env(**kwargs: Any) -> DilemmaEnv:
     return DilemmaEnv(**kwargs)
 
 
-def raw_env(**kwargs: Any) -> Any:
-    """The AEC version, without PettingZoo's safety wrappers."""
-    return parallel_to_aec(parallel_env(**kwargs))
+def raw_env(**kwargs: Any) -> AECEnv:
+    """The AEC version, enforcing only the call order."""
+    return aec_env(parallel_env, **kwargs)
 
 
-def env(**kwargs: Any) -> Any:
-    """The AEC version with PettingZoo's standard wrappers."""
-    aec = raw_env(**kwargs)
-    aec = wrappers.AssertOutOfBoundsWrapper(aec)
-    return wrappers.OrderEnforcingWrapper(aec)
+def env(**kwargs: Any) -> AECEnv:
+    """The AEC version with PettingZoo's standard wrappers (actions are catalog indices)."""
+    return bounds_checked_aec_env(parallel_env, **kwargs)

@@ -55,9 +55,10 @@ from typing import Any, Literal
 
 import gymnasium
 import numpy as np
-from pettingzoo import ParallelEnv
-from pettingzoo.utils import parallel_to_aec, wrappers
+from pettingzoo import AECEnv, ParallelEnv
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from valuegym.envs.deliberation import DeliberationSchedule
+from valuegym.envs.pettingzoo_exports import aec_env, bounds_checked_aec_env
 from valuegym.envs.spec import EpisodeSummary, MoralEvent, Outcome
 
 # ---------------------------------------------------------------------------- characters
@@ -456,9 +457,13 @@ class MoralMachineEnv(ParallelEnv):
         self.render_mode = self.params.render_mode
         self.possible_agents = [f"judge_{i}" for i in range(self.params.panel_size)]
         self.agents: list[str] = []
-        self.rounds_per_dilemma = 1 + self.params.deliberation_rounds
-        total_steps = self.params.dilemmas_per_episode * self.rounds_per_dilemma
-        self.max_steps = min(total_steps, self.params.max_cycles or total_steps)
+        self.schedule = DeliberationSchedule(
+            dilemmas=self.params.dilemmas_per_episode,
+            deliberation_rounds=self.params.deliberation_rounds,
+            max_cycles=self.params.max_cycles,
+        )
+        self.rounds_per_dilemma = self.schedule.rounds_per_dilemma
+        self.max_steps = self.schedule.max_steps
         self.tables = self.params.probabilities()
         self._design_json = json.dumps(self.tables, sort_keys=True)
         self.dilemmas: list[Dilemma] = []
@@ -508,8 +513,8 @@ class MoralMachineEnv(ParallelEnv):
     # ------------------------------------------------------------------ episode
     def reset(self, seed: int | None = None, options: dict | None = None) -> tuple[dict, dict]:
         rng = np.random.default_rng(seed)
-        n_dilemmas = -(-self.max_steps // self.rounds_per_dilemma)  # only those the episode reaches
-        self.dilemmas = [generate_dilemma(rng, self.tables) for _ in range(n_dilemmas)]
+        # only the dilemmas the episode reaches
+        self.dilemmas = [generate_dilemma(rng, self.tables) for _ in range(self.schedule.dilemmas_reached)]
         self.judgements = [[] for _ in self.dilemmas]
         self._case_views = {}
         self.steps = 0
@@ -521,21 +526,20 @@ class MoralMachineEnv(ParallelEnv):
     @property
     def dilemma_index(self) -> int:
         """The dilemma being judged (the last one once the episode is over)."""
-        return min(self.steps // self.rounds_per_dilemma, len(self.dilemmas) - 1)
+        return self.schedule.dilemma_index(self.steps)
 
     @property
     def round_index(self) -> int:
-        return (
-            self.steps % self.rounds_per_dilemma
-            if self.steps < self.max_steps
-            else self.rounds_per_dilemma - 1
-        )
+        """The round being judged (the binding round once the episode is over, even a cut-short one)."""
+        if self.schedule.is_over(self.steps):
+            return self.rounds_per_dilemma - 1
+        return self.schedule.round_index(self.steps)
 
     def step(self, actions: Mapping[str, Any]) -> tuple[dict, dict, dict, dict, dict]:
         acting = list(self.agents)
         index, round_ = self.dilemma_index, self.round_index
         dilemma = self.dilemmas[index]
-        binding = round_ == self.rounds_per_dilemma - 1
+        binding = self.schedule.is_binding(round_)
         judged = {agent: self._parse(actions.get(agent)) for agent in acting}
         self.judgements[index].append(judged)
         self._events = {}
@@ -553,8 +557,8 @@ class MoralMachineEnv(ParallelEnv):
             self._events[agent] = events
             self._outcomes[agent] = self._outcome(dilemma, index, round_, binding, judgement)
         self.steps += 1
-        done = self.steps >= self.max_steps
-        finished_session = self.steps >= self.params.dilemmas_per_episode * self.rounds_per_dilemma
+        done = self.schedule.is_over(self.steps)
+        finished_session = self.schedule.is_complete(self.steps)
         observations = {a: self._observe() for a in acting}
         infos = {a: self._info(a) for a in acting}
         terminations = {a: done and finished_session for a in acting}
@@ -657,9 +661,7 @@ class MoralMachineEnv(ParallelEnv):
         for judgement in previous.values():
             if judgement.choice is not None:
                 shares[CHOICES.index(judgement.choice)] += 1.0 / len(previous)
-        progress = (
-            self.round_index / self.params.deliberation_rounds if self.params.deliberation_rounds else 0.0
-        )
+        progress = self.schedule.round_progress(self.round_index)
         features += [float(dilemma.stay_first), progress, *shares]
         return {
             "observation": np.asarray(features, dtype=np.float32),
@@ -668,7 +670,7 @@ class MoralMachineEnv(ParallelEnv):
 
     def _previous_round(self) -> dict[str, _Judgement]:
         """The panel's judgements in the previous round of the current dilemma (empty in round 0)."""
-        if self.round_index == 0 or self.steps >= self.max_steps:
+        if not self.schedule.has_previous_round(self.steps):
             return {}
         return self.judgements[self.dilemma_index][self.round_index - 1]
 
@@ -874,13 +876,11 @@ def parallel_env(**kwargs: Any) -> MoralMachineEnv:
     return MoralMachineEnv(**kwargs)
 
 
-def raw_env(**kwargs: Any) -> Any:
-    """The AEC version, without PettingZoo's safety wrappers."""
-    return parallel_to_aec(parallel_env(**kwargs))
+def raw_env(**kwargs: Any) -> AECEnv:
+    """The AEC version, enforcing only the call order."""
+    return aec_env(parallel_env, **kwargs)
 
 
-def env(**kwargs: Any) -> Any:
-    """The AEC version with PettingZoo's standard wrappers."""
-    aec = raw_env(**kwargs)
-    aec = wrappers.AssertOutOfBoundsWrapper(aec)
-    return wrappers.OrderEnforcingWrapper(aec)
+def env(**kwargs: Any) -> AECEnv:
+    """The AEC version with PettingZoo's standard wrappers (actions are catalog indices)."""
+    return bounds_checked_aec_env(parallel_env, **kwargs)
