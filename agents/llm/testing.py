@@ -1,0 +1,254 @@
+"""Real local servers for tests and benchmarks of the LLM layer (127.0.0.1 only).
+
+* :class:`LlamaServerProcess`: ``python -m llama_cpp.server`` with a GGUF file (by default
+  the bundled SmolLM2) in a subprocess: a genuine OpenAI-compatible server that can be
+  started, killed mid-run and restarted.
+* :class:`StubOpenAIServer`: a minimal OpenAI-compatible chat endpoint in a background
+  thread that replies after a fixed latency with a scripted text, can fail its first
+  requests with chosen HTTP statuses, and records what it received. For throughput
+  benchmarks and for faults a real model cannot be made to produce on demand
+  (slow replies, non-JSON text, rate limits).
+
+Both are context managers exposing ``base_url`` (ending in ``/v1``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from valuegym.agents.llm.backends import bundled_smollm2_path
+
+HOST = "127.0.0.1"
+
+#: a reply that is a valid DECIDE-SIM decision
+DECIDE_SIM_REPLY = json.dumps(
+    {
+        "reasoning": "Stay put and save power.",
+        "action": {"action": "WAIT", "target": "", "amount": 0, "message": ""},
+    }
+)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def _models_endpoint_answers(base_url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{base_url}/models", timeout=2) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return False
+
+
+class LlamaServerProcess:
+    """``llama_cpp.server`` on 127.0.0.1 and a free port, in a subprocess."""
+
+    def __init__(
+        self,
+        model_path: str | Path | None = None,
+        *,
+        n_threads: int = 1,
+        n_ctx: int = 4096,
+        startup_timeout_s: float = 120.0,
+    ) -> None:
+        self.model_path = Path(model_path) if model_path is not None else bundled_smollm2_path()
+        self.n_threads = n_threads
+        self.n_ctx = n_ctx
+        self.startup_timeout_s = startup_timeout_s
+        self.port = free_port()
+        self.base_url = f"http://{HOST}:{self.port}/v1"
+        self._process: subprocess.Popen[bytes] | None = None
+        # a file, not a pipe: a full pipe would stall the server; closed in __exit__
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115
+
+    def start(self) -> LlamaServerProcess:
+        command = [
+            sys.executable, "-m", "llama_cpp.server",
+            "--model", str(self.model_path),
+            "--host", HOST, "--port", str(self.port),
+            "--n_threads", str(self.n_threads), "--n_threads_batch", str(self.n_threads),
+            "--n_ctx", str(self.n_ctx),
+        ]  # fmt: skip
+        self._process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + self.startup_timeout_s
+        while not _models_endpoint_answers(self.base_url):
+            if self._process.poll() is not None:
+                raise RuntimeError(
+                    f"llama_cpp.server exited with {self._process.returncode}:\n{self.log_tail()}"
+                )
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"llama_cpp.server did not answer within {self.startup_timeout_s} s")
+            time.sleep(0.2)
+        return self
+
+    def kill(self) -> None:
+        """Kill the server at once (SIGKILL), as a crash would."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()
+            self._process.wait()
+
+    def stop(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def log_tail(self, chars: int = 2000) -> str:
+        self._log.seek(0)
+        return self._log.read().decode("utf-8", "replace")[-chars:]
+
+    def __enter__(self) -> LlamaServerProcess:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+        self._log.close()
+
+
+class StubOpenAIServer:
+    """A scripted OpenAI-compatible chat endpoint served from a background thread.
+
+    ``reply`` is the text of every reply, or a function of the request body returning
+    it; each reply comes after ``latency_s``. The first ``len(fail_first)`` chat requests
+    are answered with those HTTP statuses instead (the error message echoes the request's
+    Authorization header, as some providers echo the key). ``requests`` holds every chat request
+    body received and ``authorizations`` their Authorization headers.
+    """
+
+    def __init__(
+        self,
+        reply: str | Callable[[dict[str, Any]], str] = DECIDE_SIM_REPLY,
+        *,
+        latency_s: float = 0.0,
+        fail_first: Sequence[int] = (),
+        port: int | None = None,
+    ) -> None:
+        self.reply = reply
+        self.latency_s = latency_s
+        self.fail_first = list(fail_first)
+        self.requests: list[dict[str, Any]] = []
+        self.authorizations: list[str] = []
+        self.port = port if port is not None else free_port()
+        self.base_url = f"http://{HOST}:{self.port}/v1"
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+
+    def _app(self) -> Any:
+        from starlette.applications import Starlette
+        from starlette.requests import Request
+        from starlette.responses import JSONResponse
+        from starlette.routing import Route
+
+        async def models(request: Request) -> JSONResponse:
+            return JSONResponse(
+                {"object": "list", "data": [{"id": "stub", "object": "model", "owned_by": "test"}]}
+            )
+
+        async def chat(request: Request) -> JSONResponse:
+            body = await request.json()
+            self.requests.append(body)
+            self.authorizations.append(request.headers.get("authorization", ""))
+            if len(self.requests) <= len(self.fail_first):
+                status = self.fail_first[len(self.requests) - 1]
+                # Like OpenAI's "Incorrect API key provided: ...", the error echoes the credential,
+                # so tests can check that clients keep it out of what they report.
+                message = f"stub failure {status} for {self.authorizations[-1]}"
+                return JSONResponse({"error": {"message": message}}, status_code=status)
+            await asyncio.sleep(self.latency_s)
+            text = self.reply(body) if callable(self.reply) else self.reply
+            return JSONResponse(
+                {
+                    "id": f"stub-{len(self.requests)}",
+                    "object": "chat.completion",
+                    "created": 0,
+                    "model": body.get("model", "stub"),
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": text},
+                            "finish_reason": "stop",
+                        }
+                    ],
+                    "usage": {
+                        "prompt_tokens": sum(
+                            len(str(m.get("content", "")).split()) for m in body["messages"]
+                        ),
+                        "completion_tokens": len(text.split()),
+                        "total_tokens": 0,
+                    },
+                }
+            )
+
+        return Starlette(
+            routes=[Route("/v1/models", models), Route("/v1/chat/completions", chat, methods=["POST"])]
+        )
+
+    def start(self) -> StubOpenAIServer:
+        import uvicorn
+
+        config = uvicorn.Config(
+            self._app(),
+            host=HOST,
+            port=self.port,
+            log_level="warning",
+            access_log=False,
+            backlog=1024,
+            timeout_graceful_shutdown=1,
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, name="stub-openai-server", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 30
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"the stub server did not start on {HOST}:{self.port}")
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None and self._thread is not None:
+            self._server.should_exit = True
+            self._thread.join(timeout=10)
+            self._server = None
+
+    def __enter__(self) -> StubOpenAIServer:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+def serve_stub_forever(port: int, latency_s: float) -> None:
+    """Run a :class:`StubOpenAIServer` replying :data:`DECIDE_SIM_REPLY` until the process is ended.
+
+    For benchmarks, which run the endpoint in its own process (``multiprocessing``) so that
+    the server's work does not compete with the client's for one interpreter.
+    """
+    with StubOpenAIServer(DECIDE_SIM_REPLY, latency_s=latency_s, port=port):
+        threading.Event().wait()
+
+
+def wait_until_serving(base_url: str, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not _models_endpoint_answers(base_url):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"nothing answers at {base_url} after {timeout_s} s")
+        time.sleep(0.05)
