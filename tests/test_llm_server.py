@@ -91,10 +91,10 @@ def test_server_and_embedded_model_both_reply_with_valid_actions(
     llama_server: LlamaServerProcess, tmp_path: Path
 ) -> None:
     served = openai_policy(llama_server.base_url, tmp_path)
-    asyncio.run(served.check())
+    asyncio.run(served.preflight())
     [via_server] = run(served, first_turns(served, ["Alpha"]))
     embedded = embedded_policy(tmp_path)
-    asyncio.run(embedded.check())
+    asyncio.run(embedded.preflight())
     [in_process] = run(embedded, first_turns(embedded, ["Alpha"]))
     for decision in (via_server, in_process):
         assert_valid_decide_sim_action(decision)
