@@ -7,6 +7,7 @@ from importlib import import_module, resources
 from typing import Any
 
 import yaml
+
 from valuegym.agents.policy import Policy
 
 #: agent ``kind`` in an agent config -> "module:function(cfg, env_name) -> Policy"

@@ -51,6 +51,7 @@ import jinja2
 import numpy as np
 import yaml
 from jinja2.sandbox import SandboxedEnvironment
+
 from valuegym.agents.policy import AgentContext, Decision, Policy, Turn
 from valuegym.envs.spec import EVENT_KINDS
 

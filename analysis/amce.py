@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+
 from valuegym.analysis import records
 
 #: the nine attributes, named and ordered as in the header of human_reference_amce.csv

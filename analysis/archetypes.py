@@ -39,6 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from scipy.cluster.vq import kmeans2
+
 from valuegym.analysis.metrics import (
     RESOURCE_LEVELS,
     STATUS_OK,

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+
 from valuegym.analysis.archetypes import (
     ABUNDANT,
     CONTEXT_DEPENDENT,

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+
 from valuegym.analysis.records import RecordsError
 
 #: episode columns that define a group, in display order (those present are used)

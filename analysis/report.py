@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
 from valuegym.analysis import figures, records
 from valuegym.analysis.archetypes import Archetypes, Thresholds, classify_policies
 from valuegym.analysis.metrics import (

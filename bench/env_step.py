@@ -10,9 +10,9 @@ import functools
 
 import numpy as np
 from pettingzoo import ParallelEnv
-from valuegym.envs.decide_sim import parallel_env
 
 from bench._common import rate, result, table
+from valuegym.envs.decide_sim import parallel_env
 
 TARGET = 0.25
 

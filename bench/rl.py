@@ -28,6 +28,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
+
 from valuegym.agents.rl import train as training
 from valuegym.agents.rl.env_adapter import ValuegymMultiAgentEnv
 from valuegym.envs import make_parallel

@@ -7,13 +7,12 @@ import asyncio
 import tempfile
 import time
 
+from bench._common import result, table
 from valuegym.agents.policy import AgentContext, Turn
 from valuegym.envs import make_parallel
-from valuegym.scenarios import load_scenario
-
-from bench._common import result, table
 from valuegym.runner.experiment import Experiment
 from valuegym.runner.run import run_experiment
+from valuegym.scenarios import load_scenario
 
 TARGET = 0.5
 EPISODES = 2000

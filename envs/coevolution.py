@@ -97,6 +97,7 @@ import numpy as np
 from pettingzoo import AECEnv, ParallelEnv
 from pettingzoo.utils.conversions import parallel_to_aec_wrapper
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
 from valuegym.envs.coevolution_metrics import (
     coevolve_score,
     cosine_matrix,

@@ -69,6 +69,7 @@ import yaml
 from pettingzoo import AECEnv, ParallelEnv
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
+
 from valuegym.envs.deliberation import DeliberationSchedule
 from valuegym.envs.pettingzoo_exports import aec_env, bounds_checked_aec_env
 from valuegym.envs.spec import EpisodeSummary, MoralEvent, Outcome

@@ -57,6 +57,7 @@ import gymnasium
 import numpy as np
 from pettingzoo import AECEnv, ParallelEnv
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
 from valuegym.envs.deliberation import DeliberationSchedule
 from valuegym.envs.pettingzoo_exports import aec_env, bounds_checked_aec_env
 from valuegym.envs.spec import EpisodeSummary, MoralEvent, Outcome

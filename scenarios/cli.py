@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
+
 from valuegym.envs import ENVIRONMENTS
 from valuegym.scenarios import ScenarioError, load_scenario, read_yaml, scenario_files
 from valuegym.scenarios.schema import env_module

@@ -47,6 +47,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
 from valuegym.envs import ENVIRONMENTS, make_parallel
 
 #: ``json_schema_extra`` key marking a Params field as the path of a data file (see the module docstring)

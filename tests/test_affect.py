@@ -15,6 +15,7 @@ import pytest
 import yaml
 from conftest import REPO, run_cli
 from scipy import stats
+
 from valuegym.agents.affect import (
     AffectLevels,
     AffectParams,
@@ -41,10 +42,9 @@ from valuegym.agents.scripted.decide_sim import (
 )
 from valuegym.agents.scripted.generic import agent_rng
 from valuegym.envs import make_parallel
-from valuegym.scenarios import load_scenario
-
 from valuegym.runner.experiment import Experiment
 from valuegym.runner.run import run_experiment
+from valuegym.scenarios import load_scenario
 
 CONDITIONS = ("none", "full", "full_with_memory", "no_guilt", "no_trust", "prompt_only")
 WAIT = act("WAIT")

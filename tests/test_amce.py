@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+
 from valuegym.agents.policy import AgentContext, Policy, Turn
 from valuegym.agents.scripted.moral_machine import FirstCasePolicy, UtilityPolicy
 from valuegym.analysis import amce

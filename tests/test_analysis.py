@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from conftest import run_cli
+
 from valuegym.analysis import records
 from valuegym.analysis.archetypes import (
     CONTEXT_DEPENDENT,

@@ -12,10 +12,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-import valuegym.envs  # noqa: F401 - registers the ids
 import yaml
 from pettingzoo import make
 from pettingzoo.test import max_cycles_test, parallel_api_test, parallel_seed_test, render_test
+
+import valuegym.envs  # noqa: F401 - registers the ids
 from valuegym.agents.policy import AgentContext, SyncPolicy, Turn
 from valuegym.agents.scripted import make_scripted
 from valuegym.agents.scripted.coevolution import (

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
-import valuegym.envs  # noqa: F401 - registers the ids
 from pettingzoo import make
 from pettingzoo.test import max_cycles_test, parallel_api_test, parallel_seed_test, render_test
+
+import valuegym.envs  # noqa: F401 - registers the ids
 from valuegym.envs import decide_sim
 from valuegym.envs.decide_sim import BATTERY_ROOM, GRID, TABLE
 

@@ -12,10 +12,11 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
-import valuegym.envs  # noqa: F401 - registers the ids
 from conftest import REPO, run_cli
 from pettingzoo import make
 from pettingzoo.test import max_cycles_test, parallel_api_test, parallel_seed_test, render_test
+
+import valuegym.envs  # noqa: F401 - registers the ids
 from valuegym.agents.policy import AgentContext, Turn
 from valuegym.agents.scripted import make_scripted
 from valuegym.agents.scripted.dilemma import ValueRankerPolicy

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import yaml
 from omegaconf import OmegaConf
+
 from valuegym.agents.llm.backends import (
     BackendError,
     CachedBackend,

@@ -6,9 +6,10 @@ from collections import Counter
 
 import numpy as np
 import pytest
-import valuegym.envs  # noqa: F401 - registers the ids
 from pettingzoo import make
 from pettingzoo.test import max_cycles_test, parallel_api_test, parallel_seed_test, render_test
+
+import valuegym.envs  # noqa: F401 - registers the ids
 from valuegym.envs import moral_machine
 from valuegym.envs.moral_machine import (
     CHARACTER_COLUMNS,

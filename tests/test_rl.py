@@ -15,6 +15,7 @@ import torch
 from conftest import run_cli
 from hydra import compose, initialize_config_module
 from omegaconf import DictConfig, OmegaConf
+
 from valuegym.agents.policy import AgentContext, Turn
 from valuegym.agents.rl import train as training
 from valuegym.agents.rl.env_adapter import (

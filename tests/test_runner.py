@@ -13,11 +13,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from conftest import REPO, run_cli
-from valuegym.agents.policy import AgentContext, Decision, SyncPolicy, Turn
-from valuegym.scenarios import load_scenario
 
+from valuegym.agents.policy import AgentContext, Decision, SyncPolicy, Turn
 from valuegym.runner.experiment import Experiment
 from valuegym.runner.run import RunDirectoryConflictError, run_experiment
+from valuegym.scenarios import load_scenario
 
 VOLATILE = ["wall_s"]
 

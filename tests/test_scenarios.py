@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from conftest import REPO, run_cli
+
 from valuegym.envs import ENVIRONMENTS
 from valuegym.scenarios import (
     Scenario,

@@ -49,6 +49,7 @@ import numpy as np
 if TYPE_CHECKING:  # heavy imports happen only where a backend is built
     import llama_cpp
     import openai
+
     from valuegym.agents.llm.cache import ResponseCache
 
 T = TypeVar("T")

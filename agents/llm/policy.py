@@ -49,6 +49,7 @@ import jsonschema
 import numpy as np
 from jinja2.sandbox import SandboxedEnvironment
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
 from valuegym.agents.llm.backends import (
     CachedBackend,
     CallBudgetBackend,

@@ -32,6 +32,7 @@ from typing import Any
 import gymnasium
 import numpy as np
 from ray.rllib.env.multi_agent_env import MultiAgentEnv
+
 from valuegym.agents import make_policy
 from valuegym.agents.policy import AgentContext, Decision, Policy, Turn
 from valuegym.agents.rl.module import ACTION_MASK, OBSERVATIONS

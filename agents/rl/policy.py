@@ -27,6 +27,7 @@ import torch
 from ray.rllib.core.columns import Columns
 from ray.rllib.core.rl_module.rl_module import RLModule
 from ray.rllib.utils.spaces.space_utils import unsquash_action
+
 from valuegym.agents.policy import AgentContext, Decision, SyncPolicy, Turn
 from valuegym.agents.rl.env_adapter import AffectShaping, AffectShapingConfig, module_observation
 from valuegym.agents.scripted.generic import agent_rng

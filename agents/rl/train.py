@@ -35,6 +35,8 @@ from ray.rllib.algorithms.ppo import PPOConfig
 from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
 from ray.rllib.core.rl_module.multi_rl_module import MultiRLModuleSpec
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+
+import valuegym.cli  # noqa: F401 - registers every scenario file as `scenario=<env>/<name>`
 from valuegym.agents import agent_config
 from valuegym.agents.rl.env_adapter import (
     AdapterConfig,
@@ -45,8 +47,6 @@ from valuegym.agents.rl.env_adapter import (
 from valuegym.agents.rl.module import MaskedPPOTorchRLModule
 from valuegym.agents.rl.policy import CheckpointInfo
 from valuegym.scenarios import Scenario, scenario_from_dict
-
-import valuegym.cli  # noqa: F401 - registers every scenario file as `scenario=<env>/<name>`
 
 log = logging.getLogger("valuegym.train")
 

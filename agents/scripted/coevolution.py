@@ -23,6 +23,7 @@ from math import comb
 from typing import Any
 
 import numpy as np
+
 from valuegym.agents.policy import AgentContext, Decision, SyncPolicy, Turn
 
 

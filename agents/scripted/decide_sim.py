@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
 from valuegym.agents.policy import AgentContext, Decision, SyncPolicy, Turn
 from valuegym.agents.scripted.generic import agent_rng
 

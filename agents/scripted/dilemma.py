@@ -15,6 +15,7 @@ from difflib import get_close_matches
 from typing import Any
 
 import numpy as np
+
 from valuegym.agents.policy import AgentContext, Decision, SyncPolicy, Turn
 from valuegym.agents.scripted.generic import agent_rng
 

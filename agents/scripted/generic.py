@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
 from valuegym.agents.policy import AgentContext, Decision, SyncPolicy, Turn, action_mask
 
 

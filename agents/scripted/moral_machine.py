@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+
 from valuegym.agents.policy import AgentContext, Decision, SyncPolicy, Turn
 from valuegym.agents.scripted.generic import agent_rng
 
