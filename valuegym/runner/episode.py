@@ -150,9 +150,15 @@ async def _play(setup: EpisodeSetup, plan: EpisodePlan, env: Any, started: float
             actions[agent] = decision.action
             states[agent] = state
         observations, _, _, _, infos = env.step(actions)
-        for agent, (decision, _) in decided.items():
-            seat = setup.seats[agent]
-            decisions.append(_decision_row(base, step, agent, seat.role, seat.policy, decision, infos[agent]))
+        rows = [
+            _decision_row(
+                base, step, agent, setup.seats[agent].role, setup.seats[agent].policy, decision, infos[agent]
+            )
+            for agent, (decision, _) in decided.items()
+        ]
+        decisions += rows
+        if setup.on_step is not None:
+            setup.on_step(rows)
     summary = env.episode_summary()
 
     agents_rows = [

@@ -11,7 +11,7 @@ import functools
 import hashlib
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,6 +50,8 @@ class EpisodeSetup:
 
     experiment: Experiment
     seats: dict[str, Seat]
+    #: called with each step's decision rows (live progress); set by the run in this process
+    on_step: Callable[[list[dict[str, Any]]], None] | None = None
     _idle_envs: list[Any] = field(default_factory=list)
 
     def acquire_env(self) -> Any:

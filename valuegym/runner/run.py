@@ -118,23 +118,39 @@ class BatchWriter:
 
 
 class Progress:
-    """Episodes done and failed, rate, ETA and LLM calls, cache hits and tokens."""
+    """Episodes done and failed, rate, ETA and LLM calls, cache hits and tokens.
+
+    Episodes run in this process also report every step, so a slow LLM episode shows
+    its decisions and calls as they happen."""
 
     def __init__(self, total: int, initial: int, quiet: bool) -> None:
         self.bar = tqdm(
             total=total, initial=initial, unit="ep", disable=quiet, file=sys.stderr, dynamic_ncols=True
         )
+        self.live = {"decisions": 0, "calls": 0, "cached": 0, "tokens": 0}
+        self.failed = 0
+        self._shown = 0.0
 
-    def update(self, totals: RunTotals) -> None:
-        self.bar.set_postfix(
-            ok=totals.ok + totals.skipped,
-            failed=totals.failed,
-            calls=totals.llm_calls,
-            cached=totals.cache_hits,
-            tokens=totals.tokens,
-            refresh=False,
-        )
+    def step(self, rows: list[dict[str, Any]]) -> None:
+        live = self.live
+        live["decisions"] += len(rows)
+        for row in rows:
+            if row.get("llm_calls") is not None:
+                live["calls"] += int(row["llm_calls"])
+                live["cached"] += bool(row["cache_hit"])
+                live["tokens"] += int((row["prompt_tokens"] or 0) + (row["completion_tokens"] or 0))
+        self._show()
+
+    def episode(self, result: EpisodeResult) -> None:
+        self.failed += result.failed
         self.bar.update(1)
+        self._show()
+
+    def _show(self) -> None:
+        now = time.monotonic()
+        if now - self._shown >= 0.5:  # redrawing on every scripted step would cost more than the step
+            self._shown = now
+            self.bar.set_postfix(failed=self.failed, **self.live)
 
     def close(self) -> None:
         self.bar.close()
@@ -177,7 +193,9 @@ def run_experiment(
     def on_result(result: EpisodeResult) -> None:
         totals.add(result)
         writer.add(result)
-        progress.update(totals)
+        progress.episode(result)
+
+    experiment.setup().on_step = None if quiet else progress.step
 
     try:
         EXECUTORS[kind](experiment, plans, options, on_result)
