@@ -595,3 +595,10 @@ def test_close_releases_the_backend_and_a_later_step_builds_a_new_one(tmp_path: 
     assert Closable.closed == 1 and policy._backend is None
     [(decision, _)] = decide(policy, episode.turn(policy, "Beta"))
     assert decision.action == MOVE
+
+
+def test_cluster_wide_limit_is_for_servers_only(tmp_path: Path) -> None:
+    from valuegym.agents.llm.policy import build_backend
+
+    with pytest.raises(ValueError, match="concurrency_scope: process"):
+        build_backend(config(tmp_path, concurrency_scope="cluster"))

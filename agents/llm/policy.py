@@ -135,6 +135,7 @@ class LLMConfig(_Strict):
     max_tokens: int = Field(gt=0)
     seed: int = Field(ge=0)
     concurrency: int = Field(ge=1)
+    concurrency_scope: Literal["process", "cluster"]
     max_calls: int | None = Field(ge=1)
     retry: RetrySettings
     answer_format: Literal["json", "text"]
@@ -166,8 +167,13 @@ def parse_config(cfg: Mapping[str, Any]) -> LLMConfig:
 
 def build_backend(config: LLMConfig, base: LLMBackend | None = None) -> LLMBackend:
     """The configured backend stack: cache -> retry -> call budget -> concurrency limit -> model."""
+    settings = config.backend
+    if config.concurrency_scope == "cluster" and not isinstance(settings, OpenAISettings):
+        raise ValueError(
+            "concurrency_scope: cluster shares one limit per server across Ray workers; the embedded "
+            "llama.cpp model runs inside each process: use concurrency_scope: process"
+        )
     if base is None:
-        settings = config.backend
         if isinstance(settings, LlamaCppSettings):
             base = LlamaCppBackend(settings.model_path, n_ctx=settings.n_ctx, n_threads=settings.n_threads)
         else:
@@ -178,7 +184,20 @@ def build_backend(config: LLMConfig, base: LLMBackend | None = None) -> LLMBacke
                 timeout_s=settings.timeout_s,
                 json_mode=settings.json_mode,
             )
-    backend: LLMBackend = ConcurrencyLimitedBackend(base, config.concurrency)
+    if config.concurrency_scope == "cluster" and isinstance(settings, OpenAISettings):
+        from valuegym.agents.llm.shared_limit import (  # imports ray
+            DEFAULT_LEASE_S,
+            SharedConcurrencyLimitedBackend,
+        )
+
+        backend: LLMBackend = SharedConcurrencyLimitedBackend(
+            base,
+            f"{settings.base_url} {settings.model}",
+            config.concurrency,
+            lease_s=max(DEFAULT_LEASE_S, 2 * settings.timeout_s),
+        )
+    else:
+        backend = ConcurrencyLimitedBackend(base, config.concurrency)
     if config.max_calls is not None:
         backend = CallBudgetBackend(backend, config.max_calls)
     backend = RetryingBackend(

@@ -130,8 +130,11 @@ class Progress:
         self.live = {"decisions": 0, "calls": 0, "cached": 0, "tokens": 0}
         self.failed = 0
         self._shown = 0.0
+        self._live_episodes: set[int] = set()
 
     def step(self, rows: list[dict[str, Any]]) -> None:
+        if rows:
+            self._live_episodes.add(rows[0]["episode_id"])
         live = self.live
         live["decisions"] += len(rows)
         for row in rows:
@@ -143,6 +146,14 @@ class Progress:
 
     def episode(self, result: EpisodeResult) -> None:
         self.failed += result.failed
+        if result.episode_id in self._live_episodes:
+            self._live_episodes.discard(result.episode_id)
+        elif not result.failed:  # it ran in another process (executor=ray): count it whole
+            row = result.episode
+            self.live["decisions"] += len(result.datasets.get("decisions", []))
+            self.live["calls"] += int(row.get("llm_calls") or 0)
+            self.live["cached"] += int(row.get("cache_hits") or 0)
+            self.live["tokens"] += int((row.get("prompt_tokens") or 0) + (row.get("completion_tokens") or 0))
         self.bar.update(1)
         self._show()
 
