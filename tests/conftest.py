@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -43,3 +44,27 @@ def shared_data() -> Path:
             f"../shared is absent ({SHARED}): the reference data lives only on the project's build machines"
         )
     return folder
+
+
+def play(env: Any, policy: Any, seed: int = 0) -> list[dict[str, Any]]:
+    """One episode of ``env`` with the synchronous ``policy`` in every seat, without the runner;
+    returns the infos of every step."""
+    from valuegym.agents.policy import AgentContext, Turn
+
+    observations, infos = env.reset(seed=seed)
+    agents = tuple(env.possible_agents)
+    states = {
+        a: policy.initial_state(AgentContext(a, env.env_name, agents, env.action_schema(a), seed))
+        for a in env.agents
+    }
+    history = []
+    while env.agents:
+        actions = {}
+        for agent in env.agents:
+            decision, states[agent] = policy.step(
+                Turn(agent, observations[agent], infos[agent], states[agent])
+            )
+            actions[agent] = decision.action
+        observations, _, _, _, infos = env.step(actions)
+        history.append(infos)
+    return history

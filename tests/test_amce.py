@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import play
 
-from valuegym.agents.policy import AgentContext, Policy, Turn
+from valuegym.agents.policy import Policy
 from valuegym.agents.scripted.moral_machine import FirstCasePolicy, UtilityPolicy
 from valuegym.analysis import amce
 from valuegym.envs.moral_machine import parallel_env
@@ -64,20 +65,7 @@ def simulate(policy: Policy, episodes: int, dilemmas: int = 50, **params: object
     rows = []
     for episode in range(episodes):
         env = parallel_env(dilemmas_per_episode=dilemmas, **params)
-        observations, infos = env.reset(seed=episode)
-        agents = tuple(env.possible_agents)
-        states = {
-            a: policy.initial_state(AgentContext(a, env.env_name, agents, env.action_schema(a), episode))
-            for a in agents
-        }
-        while env.agents:
-            actions = {}
-            for agent in env.agents:
-                decision, states[agent] = policy.step(
-                    Turn(agent, observations[agent], infos[agent], states[agent])
-                )
-                actions[agent] = decision.action
-            observations, _, _, _, infos = env.step(actions)
+        play(env, policy, seed=episode)
         rows += [{"episode_id": episode, **row} for row in env.episode_summary().datasets["responses"]]
     return pd.DataFrame(rows)
 

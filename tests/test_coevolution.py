@@ -13,11 +13,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from conftest import play
 from pettingzoo import make
 from pettingzoo.test import max_cycles_test, parallel_api_test, parallel_seed_test, render_test
 
 import valuegym.envs  # noqa: F401 - registers the ids
-from valuegym.agents.policy import AgentContext, SyncPolicy, Turn
+from valuegym.agents.policy import SyncPolicy, Turn
 from valuegym.agents.scripted import make_scripted
 from valuegym.agents.scripted.coevolution import (
     ExtrapolativePolicy,
@@ -26,7 +27,7 @@ from valuegym.agents.scripted.coevolution import (
     StaticPolicy,
 )
 from valuegym.envs import coevolution
-from valuegym.envs.coevolution import CoevolutionEnv, HumanAgent, watts_strogatz
+from valuegym.envs.coevolution import HumanAgent, watts_strogatz
 from valuegym.envs.coevolution_metrics import count_clusters, trajectory_position
 from valuegym.scenarios import load_scenario
 
@@ -45,28 +46,6 @@ EPISODE_COLUMNS = {
 DIMS = ["care", "fairness", "loyalty"]
 # A linear world for the closed forms: no noise, everyone sees everyone, unbounded confidence.
 EXACT = {"graph": "complete", "eps": 1.0, "eps_ai": 1.0, "sigma": 0.0, "sigma_obs": 0.0, "dims": DIMS}
-
-
-def play(env: CoevolutionEnv, policy: SyncPolicy, seed: int = 0) -> list[dict[str, Any]]:
-    """Run one episode with ``policy`` for every AI; returns the infos of every step."""
-    observations, infos = env.reset(seed=seed)
-    states = {
-        a: policy.initial_state(
-            AgentContext(a, env.env_name, tuple(env.possible_agents), env.action_schema(a), seed)
-        )
-        for a in env.agents
-    }
-    history = []
-    while env.agents:
-        actions = {}
-        for agent in env.agents:
-            decision, states[agent] = policy.step(
-                Turn(agent, observations[agent], infos[agent], states[agent])
-            )
-            actions[agent] = decision.action
-        observations, _, _, _, infos = env.step(actions)
-        history.append(infos)
-    return history
 
 
 def trajectory_file(tmp_path: Path, rows: list[list[float]], dims: list[str] = DIMS) -> str:
