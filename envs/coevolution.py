@@ -112,7 +112,7 @@ from valuegym.envs.coevolution_metrics import (
     trajectory_position,
 )
 from valuegym.envs.pettingzoo_exports import aec_env
-from valuegym.envs.spec import EpisodeSummary, MoralEvent, Outcome
+from valuegym.envs.spec import EpisodeSummary, MoralEvent, Outcome, agent_info
 
 #: named value-dimension layouts selectable with ``dims=<name>``
 DIM_LAYOUTS: dict[str, tuple[str, ...]] = {
@@ -835,11 +835,7 @@ class CoevolutionEnv(ParallelEnv):
         }
 
     def _info(self, agent: str) -> dict[str, Any]:
-        info: dict[str, Any] = {
-            "situation": self._situation(agent),
-            "events": [e.to_dict() for e in self._events.get(agent, [])],
-            "outcome": dict(self._outcomes.get(agent, {})),
-        }
+        info = agent_info(self._situation(agent), self._events.get(agent, []), self._outcomes.get(agent, {}))
         if self.params.expose_oracle:
             model = self._require_model()
             ahead = min(model.tau + 1.0, self.centuries - 1.0)

@@ -37,7 +37,7 @@ from pettingzoo import AECEnv, ParallelEnv
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from valuegym.envs.pettingzoo_exports import aec_env, bounds_checked_aec_env
-from valuegym.envs.spec import EpisodeSummary, MoralEvent, Outcome
+from valuegym.envs.spec import EpisodeSummary, MoralEvent, Outcome, agent_info
 
 ACTIONS = ("MOVE", "DRAW_SHARED", "TAP_FORBIDDEN", "TRANSFER_POWER", "TALK", "INVITE", "WAIT")
 CONTROL_ROOM = "Control Room"
@@ -559,11 +559,7 @@ class DecideSimEnv(ParallelEnv):
         }
 
     def _info(self, agent: str) -> dict[str, Any]:
-        return {
-            "situation": self._situation(agent),
-            "events": [e.to_dict() for e in self._events.get(agent, [])],
-            "outcome": dict(self._outcomes.get(agent, {})),
-        }
+        return agent_info(self._situation(agent), self._events.get(agent, []), self._outcomes.get(agent, {}))
 
     # ------------------------------------------------------------------ records
     def episode_summary(self) -> EpisodeSummary:

@@ -72,7 +72,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from valuegym.envs.deliberation import DeliberationSchedule
 from valuegym.envs.pettingzoo_exports import aec_env, bounds_checked_aec_env
-from valuegym.envs.spec import EpisodeSummary, MoralEvent, Outcome
+from valuegym.envs.spec import EpisodeSummary, MoralEvent, Outcome, agent_info
 
 REFUSE = "refuse"
 MESSAGE_MAX_CHARS = 300
@@ -639,11 +639,7 @@ class DilemmaEnv(ParallelEnv):
         }
 
     def _info(self, agent: str) -> dict[str, Any]:
-        return {
-            "situation": self._situation(agent),
-            "events": [e.to_dict() for e in self._events.get(agent, [])],
-            "outcome": dict(self._outcomes.get(agent, {})),
-        }
+        return agent_info(self._situation(agent), self._events.get(agent, []), self._outcomes.get(agent, {}))
 
     # ------------------------------------------------------------------ records
     def episode_summary(self) -> EpisodeSummary:

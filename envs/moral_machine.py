@@ -60,7 +60,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from valuegym.envs.deliberation import DeliberationSchedule
 from valuegym.envs.pettingzoo_exports import aec_env, bounds_checked_aec_env
-from valuegym.envs.spec import EpisodeSummary, MoralEvent, Outcome
+from valuegym.envs.spec import EpisodeSummary, MoralEvent, Outcome, agent_info
 
 # ---------------------------------------------------------------------------- characters
 
@@ -740,11 +740,7 @@ class MoralMachineEnv(ParallelEnv):
         }
 
     def _info(self, agent: str) -> dict[str, Any]:
-        return {
-            "situation": self._situation(agent),
-            "events": [e.to_dict() for e in self._events.get(agent, [])],
-            "outcome": dict(self._outcomes.get(agent, {})),
-        }
+        return agent_info(self._situation(agent), self._events.get(agent, []), self._outcomes.get(agent, {}))
 
     # ------------------------------------------------------------------ records
     def _binding(self) -> list[tuple[int, Dilemma, dict[str, _Judgement], dict[str, _Judgement]]]:

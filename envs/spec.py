@@ -81,6 +81,13 @@ class Outcome(TypedDict, total=False):
     amount: float | None
 
 
+def agent_info(
+    situation: dict[str, Any], events: list[MoralEvent], outcome: Outcome | dict[str, Any]
+) -> dict[str, Any]:
+    """``infos[agent]`` as every valuegym environment publishes it (snapshots, never live state)."""
+    return {"situation": situation, "events": [e.to_dict() for e in events], "outcome": dict(outcome)}
+
+
 @dataclass
 class EpisodeSummary:
     """Metric columns an environment reports once an episode ends.
