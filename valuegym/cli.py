@@ -30,8 +30,9 @@ def register_scenarios() -> None:
     """Make every scenario file selectable as ``scenario=<env>/<name>``.
 
     The files are data under ``scenarios/`` (and ``VALUEGYM_SCENARIO_PATH``); Hydra composes
-    them like any config group, so ``scenario.params.max_turns=20`` overrides work, and the
-    runner validates the result against the environment's schema.
+    them like any config group (``scenario.params.scarcity=high`` overrides a key the file sets,
+    ``+scenario.params.max_turns=20`` adds one), and the runner validates the result against
+    the environment's schema.
     """
     store = ConfigStore.instance()
     for name, path in scenario_files().items():

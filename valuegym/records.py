@@ -196,24 +196,21 @@ class RecordStore:
             zip(table.column("episode_id").to_pylist(), table.column("status").to_pylist(), strict=True)
         )
 
+    def _per_episode_datasets(self) -> list[Dataset]:
+        """Every dataset of the run whose rows belong to an episode."""
+        folders = sorted(p for p in self.run_dir.iterdir() if (p / "_schema.json").exists())
+        return [d for d in map(Dataset, folders) if "episode_id" in d.schema()]
+
     def forget_episodes(self, episode_ids: set[int]) -> None:
         """Remove every row of these episodes (failed ones, before they are run again)."""
-        if not episode_ids:
-            return
-        for folder in sorted(p for p in self.run_dir.iterdir() if (p / "_schema.json").exists()):
-            dataset = Dataset(folder)
-            if "episode_id" in dataset.schema():
+        if episode_ids:
+            for dataset in self._per_episode_datasets():
                 dataset.drop_rows("episode_id", episode_ids)
 
     def remove_orphans(self, finished: set[int]) -> None:
         """Drop rows of episodes without an episode row (a crash between parts of a batch)."""
-        for folder in sorted(p for p in self.run_dir.iterdir() if (p / "_schema.json").exists()):
-            if folder.name == "episodes":
-                continue
-            dataset = Dataset(folder)
-            table = dataset.read(columns=["episode_id"]) if "episode_id" in dataset.schema() else None
-            if table is None:
-                continue
-            orphans = set(table.column("episode_id").to_pylist()) - finished
+        for dataset in self._per_episode_datasets():
+            table = dataset.read(columns=["episode_id"])
+            orphans = set(table.column("episode_id").to_pylist()) - finished if table is not None else set()
             if orphans:
                 dataset.drop_rows("episode_id", orphans)

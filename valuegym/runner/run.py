@@ -36,21 +36,14 @@ class RunTotals:
     skipped: int = 0
     ok: int = 0
     failed: int = 0
-    llm_calls: int = 0
-    cache_hits: int = 0
-    tokens: int = 0
     errors: dict[int, str] = field(default_factory=dict)
 
     def add(self, result: EpisodeResult) -> None:
-        episode = result.episode
         if result.failed:
             self.failed += 1
-            self.errors[result.episode_id] = episode["error"]
-            return
-        self.ok += 1
-        self.llm_calls += int(episode.get("llm_calls") or 0)
-        self.cache_hits += int(episode.get("cache_hits") or 0)
-        self.tokens += int((episode.get("prompt_tokens") or 0) + (episode.get("completion_tokens") or 0))
+            self.errors[result.episode_id] = result.episode["error"]
+        else:
+            self.ok += 1
 
 
 class Manifest:
@@ -187,10 +180,9 @@ def run_experiment(
     store.forget_episodes({i for i, s in finished.items() if s == "failed"})  # they run again
     done = {i for i, s in finished.items() if s == "ok"}
     store.remove_orphans(done)
-    plans = [plan for plan in experiment.plans() if plan.episode_id not in done]
-    totals = RunTotals(
-        requested=experiment.episodes, skipped=len(done & {p.episode_id for p in experiment.plans()})
-    )
+    all_plans = experiment.plans()
+    plans = [plan for plan in all_plans if plan.episode_id not in done]
+    totals = RunTotals(requested=experiment.episodes, skipped=len(all_plans) - len(plans))
     manifest.write(totals, store, "running")
     if plans:
         for policy in experiment.setup().policies():
