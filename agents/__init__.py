@@ -26,6 +26,13 @@ def agent_config(reference: str) -> dict[str, Any]:
     return yaml.safe_load(path.read_text())
 
 
+def with_prompt_template(cfg: Mapping[str, Any], template: str | None) -> Mapping[str, Any]:
+    """An LLM agent config that names no template takes the scenario's ``prompt_template``."""
+    if template and cfg.get("kind") == "llm" and cfg.get("template") is None:
+        return {**cfg, "template": template}
+    return cfg
+
+
 def make_policy(cfg: Mapping[str, Any], env_name: str) -> Policy:
     """Build the policy described by an agent config (``conf/agent/...``) for ``env_name``."""
     kind = cfg.get("kind")

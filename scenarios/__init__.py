@@ -16,12 +16,19 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from difflib import get_close_matches
 from pathlib import Path
 from typing import Any
 
 from valuegym.envs import ENVIRONMENTS
-from valuegym.scenarios.schema import Problem, Scenario, ScenarioError, Slot, read_document, validate_data
+from valuegym.scenarios.schema import (
+    Problem,
+    Scenario,
+    ScenarioError,
+    Slot,
+    _suggest,
+    read_document,
+    validate_data,
+)
 
 SHIPPED = Path(__file__).parent
 
@@ -32,6 +39,7 @@ __all__ = [
     "Slot",
     "load_scenario",
     "read_yaml",
+    "register_scenarios",
     "scenario_dirs",
     "scenario_files",
     "scenario_from_dict",
@@ -138,7 +146,26 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
         return validate_file(path)
     files = scenario_files()
     if str(name_or_path) not in files:
-        close = get_close_matches(str(name_or_path), list(files), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        hint = _suggest(str(name_or_path), list(files))
         raise ValueError(f"unknown scenario {str(name_or_path)!r}{hint}; known: {', '.join(sorted(files))}")
     return validate_file(files[str(name_or_path)])
+
+
+def register_scenarios() -> None:
+    """Make every scenario file selectable as ``scenario=<env>/<name>``.
+
+    The files are data under ``scenarios/`` (and ``VALUEGYM_SCENARIO_PATH``); Hydra composes
+    them like any config group (``scenario.params.scarcity=high`` overrides a key the file sets,
+    ``+scenario.params.max_turns=20`` adds one), and the runner validates the result against
+    the environment's schema.
+    """
+    from hydra.core.config_store import ConfigStore  # only Hydra apps need it
+
+    store = ConfigStore.instance()
+    for name, path in scenario_files().items():
+        group, option = name.split("/")
+        try:
+            node = read_yaml(path)
+        except Exception as error:  # a broken file must not break other scenarios; it fails when chosen
+            node = {"env": "invalid", "error": f"{path}: {error}"}
+        store.store(group=f"scenario/{group}", name=option, node=node, package="scenario")

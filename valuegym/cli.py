@@ -17,31 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from valuegym.scenarios import read_yaml, scenario_files
+from valuegym.scenarios import register_scenarios, scenario_from_dict
 
 log = logging.getLogger("valuegym")
-
-
-def register_scenarios() -> None:
-    """Make every scenario file selectable as ``scenario=<env>/<name>``.
-
-    The files are data under ``scenarios/`` (and ``VALUEGYM_SCENARIO_PATH``); Hydra composes
-    them like any config group (``scenario.params.scarcity=high`` overrides a key the file sets,
-    ``+scenario.params.max_turns=20`` adds one), and the runner validates the result against
-    the environment's schema.
-    """
-    store = ConfigStore.instance()
-    for name, path in scenario_files().items():
-        group, option = name.split("/")
-        try:
-            node = read_yaml(path)
-        except Exception as error:  # a broken file must not break other scenarios; it fails when chosen
-            node = {"env": "invalid", "error": f"{path}: {error}"}
-        store.store(group=f"scenario/{group}", name=option, node=node, package="scenario")
 
 
 register_scenarios()
@@ -49,7 +30,6 @@ register_scenarios()
 
 def _experiment(cfg: DictConfig) -> Any:
     from valuegym.runner.experiment import Experiment
-    from valuegym.scenarios import scenario_from_dict
 
     choices = HydraConfig.get().runtime.choices
     scenario = scenario_from_dict(

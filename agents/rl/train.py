@@ -36,8 +36,7 @@ from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
 from ray.rllib.core.rl_module.multi_rl_module import MultiRLModuleSpec
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
-import valuegym.cli  # noqa: F401 - registers every scenario file as `scenario=<env>/<name>`
-from valuegym.agents import agent_config
+from valuegym.agents import agent_config, with_prompt_template
 from valuegym.agents.rl.env_adapter import (
     AdapterConfig,
     AffectShapingConfig,
@@ -46,7 +45,9 @@ from valuegym.agents.rl.env_adapter import (
 )
 from valuegym.agents.rl.module import MaskedPPOTorchRLModule
 from valuegym.agents.rl.policy import CheckpointInfo
-from valuegym.scenarios import Scenario, scenario_from_dict
+from valuegym.scenarios import Scenario, register_scenarios, scenario_from_dict
+
+register_scenarios()  # every scenario file becomes selectable as `scenario=<env>/<name>`
 
 log = logging.getLogger("valuegym.train")
 
@@ -103,7 +104,7 @@ def training_plan(cfg: DictConfig, scenario: Scenario) -> TrainingPlan:
         raise ValueError(f"reward.{scenario.env} {reward} does not fit the environment: {error}") from None
     roles = scenario.roles()
     background = {
-        agent: agent_config(slot.policy)
+        agent: with_prompt_template(agent_config(slot.policy), scenario.prompt_template)
         for agent, slot in roles.items()
         if slot.role == "background" and slot.policy is not None
     }

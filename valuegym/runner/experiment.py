@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from valuegym.agents import agent_config, make_policy
+from valuegym.agents import agent_config, make_policy, with_prompt_template
 from valuegym.agents.policy import Policy
 from valuegym.envs import make_parallel
 from valuegym.scenarios import Scenario
@@ -121,7 +121,7 @@ class Experiment:
 
     def _build_setup(self) -> EpisodeSetup:
         env_name = self.scenario.env
-        focal = make_policy(self._with_scenario_template(self.agent), env_name)
+        focal = make_policy(with_prompt_template(self.agent, self.scenario.prompt_template), env_name)
         if self.condition != NO_REGULATOR:
             from valuegym.agents.affect import regulate  # only regulated runs need it
 
@@ -136,16 +136,11 @@ class Experiment:
             else:
                 if slot.policy not in background:
                     background[slot.policy] = make_policy(
-                        self._with_scenario_template(agent_config(slot.policy)), env_name
+                        with_prompt_template(agent_config(slot.policy), self.scenario.prompt_template),
+                        env_name,
                     )
                 seats[agent] = Seat(agent, "background", background[slot.policy])
         return EpisodeSetup(self, seats)
-
-    def _with_scenario_template(self, cfg: Mapping[str, Any]) -> Mapping[str, Any]:
-        """An LLM agent whose config names no template uses the scenario's ``prompt_template``."""
-        if cfg.get("kind") == "llm" and cfg.get("template") is None and self.scenario.prompt_template:
-            return {**cfg, "template": self.scenario.prompt_template}
-        return cfg
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
