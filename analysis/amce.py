@@ -278,8 +278,12 @@ def amce_table(
     An attribute whose subset lacks one of its two levels gets NaN. ``design``: see
     :func:`design_probabilities`.
     """
-    frame = prepare(responses, decision_column)
-    frame["_weight"] = 1.0 / design_probabilities(frame, design)
+    return _amce_of_prepared(prepare(responses, decision_column), design)
+
+
+def _amce_of_prepared(frame: pd.DataFrame, design: Design) -> pd.DataFrame:
+    """:func:`amce_table` of responses already passed through :func:`prepare`."""
+    frame = frame.assign(_weight=1.0 / design_probabilities(frame, design))
     decided = frame[frame["_decision"].notna()]
     subsets = _subsets(decided)
     rows = []
@@ -323,7 +327,11 @@ def refusal_rates(responses: pd.DataFrame, decision_column: str = "Saved") -> pd
     ``status`` column says ``refused`` / ``invalid`` (NaN for data without it, such as
     Takemoto's, which dropped unparsed replies before publishing).
     """
-    frame = prepare(responses, decision_column)
+    return _refusals_of_prepared(prepare(responses, decision_column))
+
+
+def _refusals_of_prepared(frame: pd.DataFrame) -> pd.DataFrame:
+    """:func:`refusal_rates` of responses already passed through :func:`prepare`."""
     has_status = "status" in frame.columns
     subsets = _subsets(frame)
     rows = []
@@ -461,17 +469,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         responses, default_out = load_responses(Path(args.path))
-        table = amce_table(responses, args.decision_column, args.design)
-        refusals = refusal_rates(responses, args.decision_column)
+        prepared = prepare(responses, args.decision_column)
+        table = _amce_of_prepared(prepared, args.design)
+        refusals = _refusals_of_prepared(prepared)
     except (AmceError, records.RecordsError) as error:
         print(f"valuegym analyze amce: error: {error}", file=sys.stderr)
         return 2
     bias = position_bias(responses, args.decision_column)
-    distances = distance_to_reference(table)
+    reference = human_reference()
+    distances = distance_to_reference(table, reference)
     out = Path(args.out) if args.out is not None else default_out
     out.mkdir(parents=True, exist_ok=True)
 
-    human = human_reference().set_index("population").loc["Global"]
+    human = reference.set_index("population").loc["Global"]
     shown = table.assign(human_global=table["attribute"].map(lambda a: human.get(a, float("nan"))))
     print(shown.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print()
@@ -491,7 +501,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     table_path = out / "amce.csv"
     table.to_csv(table_path, index=False)
-    chart_path = plot_amce(table, out / "amce.png")
+    chart_path = plot_amce(table, out / "amce.png", reference)
     summary_path = out / "amce_summary.json"
     if args.design is not None:
         design_used = args.design

@@ -187,13 +187,9 @@ def attribute_failed(episodes: pd.DataFrame) -> pd.DataFrame:
     return filled
 
 
-def split_failed(episodes: pd.DataFrame) -> tuple[pd.DataFrame, FailureSummary]:
-    """The ``ok`` episodes, and a summary of the failed ones (see :func:`attribute_failed`)."""
+def failure_summary(episodes: pd.DataFrame) -> FailureSummary:
+    """How many of ``episodes`` failed, per group (see :func:`attribute_failed`) and by error."""
     episodes = attribute_failed(episodes)
-    return episodes[episodes["status"] == STATUS_OK], _failure_summary(episodes)
-
-
-def _failure_summary(episodes: pd.DataFrame) -> FailureSummary:
     failed = episodes[episodes["status"] == STATUS_FAILED]
     keys = group_keys(episodes)
     by_group = (
@@ -215,14 +211,13 @@ def _failure_summary(episodes: pd.DataFrame) -> FailureSummary:
     )
 
 
-def summarise(
-    episodes: pd.DataFrame, metrics: Sequence[Metric], bootstrap: BootstrapConfig
-) -> tuple[pd.DataFrame, FailureSummary]:
+def summarise(episodes: pd.DataFrame, metrics: Sequence[Metric], bootstrap: BootstrapConfig) -> pd.DataFrame:
     """One row per group: ``episodes`` (ok), ``failed``, and per metric its value and interval.
 
     The interval columns are ``<metric>_low`` and ``<metric>_high``. Groups whose episodes all
-    failed keep a row with NaN metrics, so the table shows them. ``metrics`` whose columns
-    ``episodes`` lacks are left out (see :func:`available`).
+    failed keep a row with NaN metrics, so the table shows them (:func:`failure_summary`
+    says why they failed). ``metrics`` whose columns ``episodes`` lacks are left out (see
+    :func:`available`).
     """
     metrics = available(metrics, list(episodes.columns))
     episodes = attribute_failed(episodes)
@@ -254,7 +249,7 @@ def summarise(
             row[f"{metric.name}_low"] = low
             row[f"{metric.name}_high"] = high
         rows.append(row)
-    return pd.DataFrame(rows), _failure_summary(episodes)
+    return pd.DataFrame(rows)
 
 
 def _check_status(episodes: pd.DataFrame) -> None:

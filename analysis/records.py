@@ -86,29 +86,35 @@ def find_runs(paths: Iterable[str | Path]) -> list[Run]:
 
 def has_dataset(runs: Sequence[Run], dataset: str) -> bool:
     """True when at least one of ``runs`` holds ``dataset``."""
-    return any(_dataset_dir(run, dataset) is not None for run in runs)
+    return any(_parts(run, dataset) is not None for run in runs)
 
 
 def columns_of(runs: Sequence[Run], dataset: str) -> list[str]:
     """The columns ``dataset`` has in any of ``runs`` (without reading any rows)."""
     names: dict[str, None] = {}  # ordered set
     for run in runs:
-        directory = _dataset_dir(run, dataset)
-        if directory is not None:
-            names.update(dict.fromkeys(_unified_schema(directory).names))
+        parts = _parts(run, dataset)
+        if parts is not None:
+            names.update(dict.fromkeys(_unified(parts).schema.names))
     return list(names)
 
 
 def load(
-    paths: Iterable[str | Path] | Sequence[Run], dataset: str, columns: Sequence[str] | None = None
+    paths: Iterable[str | Path] | Sequence[Run],
+    dataset: str,
+    columns: Sequence[str] | None = None,
+    optional: Sequence[str] = (),
 ) -> pd.DataFrame:
     """Rows of ``dataset`` from every run found in ``paths``, plus ``run_dir`` and ``job``.
 
     ``paths`` are run or multirun directories (or :class:`Run` objects from
     :func:`find_runs`). Only ``columns`` are read (all when ``None``); a requested column
     that a run's dataset lacks raises :class:`RecordsError`, as does a dataset that none
-    of the runs holds. Runs without the dataset are skipped: an analysis may mix
-    environments, and only Moral Machine runs have ``responses/``.
+    of the runs holds. ``optional`` columns are read from the runs that have them and are
+    null in the rows of the runs that lack them; one that no run has is left out. Runs
+    without the dataset are skipped: an analysis may mix environments, and only Moral
+    Machine runs have ``responses/``. Columns come in the order requested (``columns``,
+    then ``optional``), the source columns last.
     """
     if dataset not in DATASETS:
         raise RecordsError(f"unknown dataset {dataset!r}; expected one of {', '.join(DATASETS)}")
@@ -116,47 +122,57 @@ def load(
     runs = given if given and all(isinstance(item, Run) for item in given) else find_runs(given)
     tables: list[pa.Table] = []
     for run in runs:
-        directory = _dataset_dir(run, dataset)
-        if directory is None:
-            continue
-        tables.append(_read(run, directory, columns))
+        parts = _parts(run, dataset)
+        if parts is not None:
+            tables.append(_read(run, dataset, _unified(parts), columns, optional))
     if not tables:
         where = ", ".join(str(run.path) for run in runs)
         raise RecordsError(f"no {dataset}/ records in {where}")
+    # "permissive": columns some runs lack (optional ones, or any when reading all) become
+    # null there, and a column all-null in one run takes its type from the others
     table = pa.concat_tables(tables, promote_options="permissive")
-    return table.to_pandas()
-
-
-def _dataset_dir(run: Run, dataset: str) -> Path | None:
-    """The dataset's folder, if it holds rows (a folder whose parts were all removed holds none)."""
-    directory = run.path / dataset
-    if directory.is_dir() and any(pads.dataset(directory, format="parquet").get_fragments()):
-        return directory
-    return None
-
-
-def _unified_schema(directory: Path) -> pa.Schema:
-    # Parts written by other tools or versions may disagree on a column's type when it was
-    # all-null in one batch (e.g. LLM fields); "permissive" promotes null to the real type.
-    fragments = pads.dataset(directory, format="parquet").get_fragments()
-    return pa.unify_schemas(
-        [fragment.physical_schema for fragment in fragments], promote_options="permissive"
-    )
-
-
-def _read(run: Run, directory: Path, columns: Sequence[str] | None) -> pa.Table:
-    schema = _unified_schema(directory)
+    read = [name for name in table.column_names if name not in SOURCE_COLUMNS]
     if columns is not None:
-        missing = [name for name in columns if name not in schema.names]
+        read = [name for name in dict.fromkeys([*columns, *optional]) if name in read]
+    return table.select([*read, *SOURCE_COLUMNS]).to_pandas()
+
+
+def _parts(run: Run, dataset: str) -> pads.Dataset | None:
+    """The dataset's Parquet parts in ``run``; ``None`` without a folder or parts in it."""
+    directory = run.path / dataset
+    if not directory.is_dir():
+        return None
+    parts = pads.dataset(directory, format="parquet")
+    return parts if any(parts.get_fragments()) else None
+
+
+def _unified(parts: pads.Dataset) -> pads.Dataset:
+    """``parts`` with one schema over all part files.
+
+    Parts written by other tools or versions may disagree on a column's type when it was
+    all-null in one batch (e.g. LLM fields); "permissive" promotes null to the real type.
+    """
+    schema = pa.unify_schemas(
+        [fragment.physical_schema for fragment in parts.get_fragments()], promote_options="permissive"
+    )
+    return parts.replace_schema(schema)
+
+
+def _read(
+    run: Run, dataset: str, parts: pads.Dataset, columns: Sequence[str] | None, optional: Sequence[str]
+) -> pa.Table:
+    """The requested columns of the run's ``dataset`` (its ``parts``), plus the :data:`SOURCE_COLUMNS`."""
+    names = parts.schema.names
+    wanted: list[str] | None = None
+    if columns is not None:
+        missing = [name for name in columns if name not in names]
         if missing:
             raise RecordsError(
-                f"{directory}: no column {', '.join(repr(name) for name in missing)}; "
-                f"it has {', '.join(schema.names)}"
+                f"{run.path / dataset}: no column {', '.join(repr(name) for name in missing)}; "
+                f"it has {', '.join(names)}"
             )
-    table = pads.dataset(directory, format="parquet", schema=schema).to_table(
-        columns=list(columns) if columns is not None else None
-    )
-    rows = table.num_rows
-    return table.append_column("run_dir", pa.array([str(run.path)] * rows, pa.string())).append_column(
-        "job", pa.array([run.job] * rows, pa.string())
-    )
+        wanted = list(dict.fromkeys([*columns, *(name for name in optional if name in names)]))
+    table = parts.to_table(columns=wanted)
+    for name, value in zip(SOURCE_COLUMNS, (str(run.path), run.job), strict=True):
+        table = table.append_column(name, pa.repeat(pa.scalar(value, pa.string()), table.num_rows))
+    return table

@@ -36,12 +36,12 @@ from valuegym.analysis.metrics import (
     COEVOLUTION_METRICS,
     COMMON_METRICS,
     DECIDE_SIM_METRICS,
-    GROUP_KEYS,
     STATUS_OK,
     BootstrapConfig,
     FailureSummary,
     Metric,
-    split_failed,
+    failure_summary,
+    group_keys,
     summarise,
     survival_curves,
     value_preferences,
@@ -111,7 +111,7 @@ def analyse(
     figures_dir = out / "figures"
     figures_dir.mkdir(parents=True, exist_ok=True)
     episodes = _load_episodes(runs)
-    _, failures = split_failed(episodes)
+    failures = failure_summary(episodes)
 
     headline = Section("Headline")
     headline.blocks.append(
@@ -124,15 +124,16 @@ def analyse(
     # environments in the order the given runs hold them
     for env in episodes["env"].unique():
         env_episodes = episodes[episodes["env"] == env]
-        # a column another environment's records brought in is all-null here
-        present = env_episodes.columns[env_episodes.notna().any() | (env_episodes.columns == "error")]
-        env_episodes = env_episodes[present]
-        table, _ = summarise(env_episodes, ALL_METRICS, bootstrap)
+        env_run_dirs = set(env_episodes["run_dir"])
+        env_runs = [run for run in runs if str(run.path) in env_run_dirs]
+        # other environments' columns are null here: keep those this environment records
+        recorded = {*records.columns_of(env_runs, "episodes"), *records.SOURCE_COLUMNS}
+        env_episodes = env_episodes[[column for column in env_episodes.columns if column in recorded]]
+        table = summarise(env_episodes, ALL_METRICS, bootstrap)
         table.insert(0, "env", env)
         tables.append(table)
         headline.blocks.append(Section(str(env), [Table(_metrics_display(table))], level=3))
         if "transgression_rate" in table.columns and "scarcity" in table.columns:
-            env_runs = [run for run in runs if str(run.path) in set(env_episodes["run_dir"])]
             archetypes = classify_policies(env_episodes, thresholds, bootstrap)
             sections.extend(
                 _decide_sim_sections(env_runs, env_episodes, table, archetypes, thresholds, figures_dir)
@@ -141,9 +142,11 @@ def analyse(
     sections = [headline, summary, *([_failures_section(failures)] if failures.failed else []), *sections]
     if records.has_dataset(runs, "responses"):
         sections.append(_amce_section(runs, episodes, figures_dir))
-    values = _values_section(runs, episodes, bootstrap)
-    if values is not None:
-        sections.append(values)
+    # a run whose episodes all failed has episodes records only
+    if records.has_dataset(runs, "decisions"):
+        values = _values_section(runs, episodes, bootstrap)
+        if values is not None:
+            sections.append(values)
     sections.append(_definitions_section(tables, bootstrap))
     sections.append(_runs_section(runs, episodes))
     return Analysis(sections, pd.concat(tables, ignore_index=True), archetypes)
@@ -219,28 +222,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _load_episodes(runs: list[records.Run]) -> pd.DataFrame:
-    available = records.columns_of(runs, "episodes")
-    missing = [column for column in REQUIRED_EPISODE_COLUMNS if column not in available]
-    if missing:
-        raise records.RecordsError(f"episodes records lack the column(s) {', '.join(missing)}")
-    wanted = [*REQUIRED_EPISODE_COLUMNS, *(c for c in OPTIONAL_EPISODE_COLUMNS if c in available)]
-    return _across_runs(runs, "episodes", wanted)
-
-
-def _across_runs(runs: list[records.Run], dataset: str, wanted: list[str]) -> pd.DataFrame:
-    """``dataset`` from each run, with those of ``wanted`` columns the run has."""
-    frames = []
-    for run in runs:
-        if not records.has_dataset([run], dataset):
-            continue
-        own = records.columns_of([run], dataset)
-        frames.append(records.load([run], dataset, [column for column in wanted if column in own]))
-    if not frames:
-        raise records.RecordsError(f"no {dataset}/ records in {', '.join(str(run.path) for run in runs)}")
-    missing = [column for column in wanted if not any(column in frame for frame in frames)]
-    if missing:
-        raise records.RecordsError(f"{dataset} records lack the column(s) {', '.join(missing)}")
-    return pd.concat(frames, ignore_index=True)
+    return records.load(runs, "episodes", REQUIRED_EPISODE_COLUMNS, optional=OPTIONAL_EPISODE_COLUMNS)
 
 
 def _ok_keys(episodes: pd.DataFrame) -> pd.DataFrame:
@@ -316,7 +298,7 @@ def _decide_sim_sections(
             "Power transfers per agent-turn, with bootstrap intervals.",
         )
     )
-    agents = _across_runs(runs, "agents", ["episode_id", "active_turns"])
+    agents = records.load(runs, "agents", ["episode_id", "active_turns"])
     curves = survival_curves(agents, episodes)
     behaviour.blocks.append(
         Image(
@@ -382,6 +364,7 @@ def _amce_section(runs: list[records.Run], episodes: pd.DataFrame, figures_dir: 
     except amce.AmceError as error:
         raise records.RecordsError(f"responses records: {error}") from None
     bias = amce.position_bias(responses)
+    reference = amce.human_reference()
     position = (
         "Position bias: not available (no LeftHand column or no decisions)."
         if bias["p_first_chosen"] is None
@@ -396,9 +379,10 @@ def _amce_section(runs: list[records.Run], episodes: pd.DataFrame, figures_dir: 
             Table(_format_numbers(table)),
             position,
             "Distance to the human AMCEs:",
-            Table(_format_numbers(amce.distance_to_reference(table))),
+            Table(_format_numbers(amce.distance_to_reference(table, reference))),
             Image(
-                amce.plot_amce(table, figures_dir / "amce.png"), "AMCE per attribute; red: humans (global)."
+                amce.plot_amce(table, figures_dir / "amce.png", reference),
+                "AMCE per attribute; red: humans (global).",
             ),
         ],
     )
@@ -407,7 +391,7 @@ def _amce_section(runs: list[records.Run], episodes: pd.DataFrame, figures_dir: 
 def _values_section(
     runs: list[records.Run], episodes: pd.DataFrame, bootstrap: BootstrapConfig
 ) -> Section | None:
-    decisions = _across_runs(runs, "decisions", ["episode_id", "policy", "agent", "events"])
+    decisions = records.load(runs, "decisions", ["episode_id", "policy", "agent", "events"])
     decisions = decisions.merge(_ok_keys(episodes), on=["run_dir", "episode_id"])
     preferences = value_preferences(decisions, bootstrap)
     if preferences.empty:
@@ -437,7 +421,8 @@ def _definitions_section(tables: list[pd.DataFrame], bootstrap: BootstrapConfig)
     return Section(
         "Definitions",
         [
-            "\n".join(lines),
+            # no metric when every episode failed
+            *(["\n".join(lines)] if lines else []),
             f"Intervals: percentile bootstrap over episodes, {bootstrap.resamples} resamples, seed "
             f"{bootstrap.seed}, level {bootstrap.level:g}.",
         ],
@@ -461,10 +446,9 @@ def _runs_section(runs: list[records.Run], episodes: pd.DataFrame) -> Section:
 
 def _metrics_display(table: pd.DataFrame) -> pd.DataFrame:
     metric_names = [metric.name for metric in ALL_METRICS if metric.name in table.columns]
-    keys = [key for key in GROUP_KEYS if key in table.columns]
     shown = table[
         [
-            *keys,
+            *group_keys(table),
             "episodes",
             "failed",
             *metric_names,

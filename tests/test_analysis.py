@@ -29,6 +29,7 @@ from valuegym.analysis.archetypes import (
 from valuegym.analysis.metrics import (
     DECIDE_SIM_METRICS,
     BootstrapConfig,
+    failure_summary,
     summarise,
     survival_curves,
     value_preferences,
@@ -239,6 +240,20 @@ def test_load_names_what_is_wrong(tmp_path: Path) -> None:
         records.load([run], "responses")
 
 
+def test_load_fills_optional_columns_a_run_lacks_with_null(tmp_path: Path) -> None:
+    ok = write_run(tmp_path / "ok", [decide_sim_episode(0, "scripted/idle", "low", 2)])
+    failed = write_run(tmp_path / "failed", [failed_episode(0, "llm/x", "low", "ValueError: bad")])
+    episodes = records.load(
+        [failed, ok], "episodes", ["episode_id", "status"], optional=["transgressions", "nonsense"]
+    )
+    assert list(episodes.columns) == ["episode_id", "status", "transgressions", "run_dir", "job"]
+    assert episodes["status"].tolist() == ["failed", "ok"]
+    assert episodes["transgressions"].isna().tolist() == [True, False]
+    assert episodes["transgressions"].iloc[1] == 2
+    with pytest.raises(records.RecordsError, match="no column 'transgressions'"):
+        records.load([failed, ok], "episodes", ["episode_id", "transgressions"])
+
+
 # --------------------------------------------------------------------------- numbers
 
 
@@ -251,7 +266,8 @@ def test_rates_pool_agent_turns_and_intervals_resample_episodes(tmp_path: Path) 
             decide_sim_episode(1, "p", "low", 0, transfers=3),
         ],
     )
-    table, failures = summarise(records.load([run], "episodes"), DECIDE_SIM_METRICS, BOOTSTRAP)
+    episodes = records.load([run], "episodes")
+    table, failures = summarise(episodes, DECIDE_SIM_METRICS, BOOTSTRAP), failure_summary(episodes)
     row = table.iloc[0]
     assert failures.failed == 0
     assert row["episodes"] == 2
@@ -270,9 +286,9 @@ def test_intervals_are_reproducible_and_independent_of_other_groups(tmp_path: Pa
     alone = records.load([write_run(tmp_path / "alone", episodes)], "episodes")
     others = [decide_sim_episode(8 + i, "q", "low", 5) for i in range(5)]
     mixed = records.load([write_run(tmp_path / "mixed", episodes + others)], "episodes")
-    first, _ = summarise(alone, DECIDE_SIM_METRICS, BOOTSTRAP)
-    again, _ = summarise(alone, DECIDE_SIM_METRICS, BOOTSTRAP)
-    beside, _ = summarise(mixed, DECIDE_SIM_METRICS, BOOTSTRAP)
+    first = summarise(alone, DECIDE_SIM_METRICS, BOOTSTRAP)
+    again = summarise(alone, DECIDE_SIM_METRICS, BOOTSTRAP)
+    beside = summarise(mixed, DECIDE_SIM_METRICS, BOOTSTRAP)
     pd.testing.assert_frame_equal(first, again)
     pd.testing.assert_frame_equal(first, beside[beside["policy"] == "p"].reset_index(drop=True))
     assert first["transgression_rate_low"].item() < first["transgression_rate"].item()
@@ -333,7 +349,8 @@ def test_scripted_policies_land_in_their_archetypes(scripted_multirun: Path) -> 
 
 
 def test_metrics_of_scripted_runs_match_the_raw_records(scripted_multirun: Path) -> None:
-    table, failures = summarise(records.load([scripted_multirun], "episodes"), DECIDE_SIM_METRICS, BOOTSTRAP)
+    episodes = records.load([scripted_multirun], "episodes")
+    table, failures = summarise(episodes, DECIDE_SIM_METRICS, BOOTSTRAP), failure_summary(episodes)
     assert failures.failed == 0 and len(table) == 9
     raw = pd.concat(pd.read_parquet(job / "episodes") for job in sorted(scripted_multirun.glob("[0-9]*")))
     sums = raw.groupby(["policy", "scarcity"])[["transgressions", "cooperation_count", "agent_turns"]].sum()
@@ -439,6 +456,21 @@ def test_report_says_how_many_failed_episodes_were_excluded_and_why(tmp_path: Pa
     metrics = pd.read_csv(run / "metrics.csv", keep_default_na=False)
     assert metrics[["scarcity", "episodes", "failed"]].values.tolist() == [["low", 3, 2], ["", 0, 1]]
     assert float(metrics["transgression_rate"][0]) == pytest.approx(3 / (3 * 52))
+
+
+def test_report_on_a_run_whose_episodes_all_failed_says_why(tmp_path: Path) -> None:
+    run = write_run(
+        tmp_path / "run",
+        [failed_episode(i, "llm/x", "low", "ConnectionError: model server unreachable") for i in range(2)],
+    )
+    assert not (run / "decisions").exists()  # the runner records only an episodes row
+    assert main([str(run), "--bootstrap", "50"]) == 0
+    report = (run / "report.md").read_text()
+    assert "2 of 2 episodes were excluded because they failed" in report
+    assert "| ConnectionError: model server unreachable | 2 |" in report
+    assert "## Value preferences" not in report and "## Archetypes" not in report
+    metrics = pd.read_csv(run / "metrics.csv")
+    assert metrics[["policy", "episodes", "failed"]].values.tolist() == [["llm/x", 0, 2]]
 
 
 def test_analyze_rejects_a_path_that_is_no_run_directory(
