@@ -168,7 +168,13 @@ class Params(BaseModel):
     graph: Literal["watts_strogatz", "complete"] = "watts_strogatz"
     graph_k: int = Field(6, ge=2, description="Watts–Strogatz: neighbours per person on the ring (even)")
     graph_p: float = Field(0.1, ge=0, le=1, description="Watts–Strogatz: rewiring probability")
-    trajectory: str = Field(SYNTHETIC, description="'synthetic' or the path of a JSON file (load_trajectory)")
+    trajectory: str = Field(
+        SYNTHETIC,
+        description="'synthetic' or the path of a JSON file (load_trajectory); "
+        "in a scenario file, relative to the scenario's folder",
+        # valuegym.scenarios resolves it as a path unless it is the word synthetic
+        json_schema_extra={"x-path": [SYNTHETIC]},
+    )
     trajectory_seed: int | None = Field(
         None, description="synthetic only: fixed seed; None draws each episode's from the episode seed"
     )

@@ -26,7 +26,6 @@ dict itself ``{"action", "target", "amount", "message"}`` (LLMs, with any amount
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -170,6 +169,12 @@ class DecideSimEnv(ParallelEnv):
             + len(self._others[self.possible_agents[0]]) * (1 + len(self.locations))
             + 3
         )
+        # One space object per agent, returned on every call (PettingZoo seeds them per agent);
+        # kept on the instance because a method cache would keep every env alive.
+        self._observation_spaces = {a: self._build_observation_space(a) for a in self.possible_agents}
+        self._action_spaces = {
+            a: gymnasium.spaces.Discrete(len(self._catalogs[a])) for a in self.possible_agents
+        }
         self._rng = np.random.default_rng()
         self._state: dict[str, _AgentState] = {}
         self.turn = 0
@@ -180,8 +185,7 @@ class DecideSimEnv(ParallelEnv):
         self._log: list[str] = []
 
     # ------------------------------------------------------------------ spaces
-    @functools.cache
-    def observation_space(self, agent: str) -> gymnasium.spaces.Dict:
+    def _build_observation_space(self, agent: str) -> gymnasium.spaces.Dict:
         low = np.zeros(self._observation_size, dtype=np.float32)
         high = np.full(self._observation_size, np.inf, dtype=np.float32)
         return gymnasium.spaces.Dict(
@@ -191,9 +195,11 @@ class DecideSimEnv(ParallelEnv):
             }
         )
 
-    @functools.cache
+    def observation_space(self, agent: str) -> gymnasium.spaces.Dict:
+        return self._observation_spaces[agent]
+
     def action_space(self, agent: str) -> gymnasium.spaces.Discrete:
-        return gymnasium.spaces.Discrete(len(self._catalogs[agent]))
+        return self._action_spaces[agent]
 
     def action_catalog(self, agent: str) -> list[dict[str, Any]]:
         """The structured action behind each index of ``action_space(agent)``."""
@@ -280,6 +286,8 @@ class DecideSimEnv(ParallelEnv):
         }
 
     def step(self, actions: Mapping[str, Any]) -> tuple[dict, dict, dict, dict, dict]:
+        if not self.agents:
+            raise RuntimeError("the episode is over (or not started); call reset() to start one")
         acting = list(self.agents)
         self._events = {a: [] for a in acting}
         self._outcomes = {}

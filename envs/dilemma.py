@@ -53,7 +53,6 @@ the weights of the values it upholds minus those of the values it violates.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import re
@@ -67,7 +66,15 @@ import gymnasium
 import numpy as np
 import yaml
 from pettingzoo import AECEnv, ParallelEnv
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from valuegym.envs.deliberation import DeliberationSchedule
@@ -252,13 +259,19 @@ class Params(_Strict):
         None, description="ansi: render() returns text; human: prints it"
     )
 
+    # the dilemma set, inline or read from dilemma_file once, while validating
+    _loaded_set: DilemmaSet = PrivateAttr()
+
     @model_validator(mode="after")
     def _consistent(self) -> Params:
         if self.dilemma_set is None and self.dilemma_file is None:
             raise ValueError("no dilemmas: give them inline (dilemma_set) or as a file (dilemma_file)")
         if self.dilemma_set is not None and self.dilemma_file is not None:
             raise ValueError("give the dilemmas inline (dilemma_set) or as a file (dilemma_file), not both")
-        dilemmas = self.dilemmas()
+        self._loaded_set = (
+            self.dilemma_set if self.dilemma_set is not None else load_dilemma_file(str(self.dilemma_file))
+        )
+        dilemmas = self._loaded_set
         if self.dilemmas_per_episode is not None and self.dilemmas_per_episode > len(dilemmas.dilemmas):
             raise ValueError(
                 f"dilemmas_per_episode={self.dilemmas_per_episode} but the set has "
@@ -270,10 +283,8 @@ class Params(_Strict):
         return self
 
     def dilemmas(self) -> DilemmaSet:
-        """The dilemma set, read from ``dilemma_file`` if it is not inline."""
-        if self.dilemma_set is not None:
-            return self.dilemma_set
-        return load_dilemma_file(str(self.dilemma_file))
+        """The dilemma set: inline, or as read from ``dilemma_file`` when these params were validated."""
+        return self._loaded_set
 
     def set_label(self) -> str:
         return "inline" if self.dilemma_file is None else Path(self.dilemma_file).stem
@@ -318,7 +329,6 @@ class DilemmaEnv(ParallelEnv):
             max_cycles=self.params.max_cycles,
         )
         self.rounds_per_dilemma = self.schedule.rounds_per_dilemma
-        self.max_steps = self.schedule.max_steps
         self.max_options = max(len(d.options) for d in self.dilemma_set.dilemmas)
         self.refuse_index = self.max_options  # the last action index
         self._value_index = {value: i for i, value in enumerate(self.dilemma_set.values)}
@@ -335,20 +345,29 @@ class DilemmaEnv(ParallelEnv):
         self._events: dict[str, list[MoralEvent]] = {}
         self._outcomes: dict[str, Outcome] = {}
         self._rewards: dict[str, float] = {}
+        # One space object per agent, returned on every call (PettingZoo seeds them per agent);
+        # kept on the instance because a method cache would keep every env alive.
+        self._observation_spaces = {
+            a: gymnasium.spaces.Dict(
+                {
+                    "observation": gymnasium.spaces.Box(
+                        -1.0, 1.0, (self._observation_size,), dtype=np.float32
+                    ),
+                    "action_mask": gymnasium.spaces.Box(0, 1, (self.max_options + 1,), dtype=np.int8),
+                }
+            )
+            for a in self.possible_agents
+        }
+        self._action_spaces = {
+            a: gymnasium.spaces.Discrete(self.max_options + 1) for a in self.possible_agents
+        }
 
     # ------------------------------------------------------------------ spaces
-    @functools.cache  # PettingZoo requires the same space object on every call
     def observation_space(self, agent: str) -> gymnasium.spaces.Dict:
-        return gymnasium.spaces.Dict(
-            {
-                "observation": gymnasium.spaces.Box(-1.0, 1.0, (self._observation_size,), dtype=np.float32),
-                "action_mask": gymnasium.spaces.Box(0, 1, (self.max_options + 1,), dtype=np.int8),
-            }
-        )
+        return self._observation_spaces[agent]
 
-    @functools.cache
     def action_space(self, agent: str) -> gymnasium.spaces.Discrete:
-        return gymnasium.spaces.Discrete(self.max_options + 1)
+        return self._action_spaces[agent]
 
     def action_catalog(self, agent: str) -> list[dict[str, Any] | None]:
         """The structured action behind each index for the current dilemma (None where masked)."""
@@ -403,7 +422,7 @@ class DilemmaEnv(ParallelEnv):
         self.agents = list(self.possible_agents)
         self._events = {a: [] for a in self.agents}
         self._outcomes = {a: {} for a in self.agents}
-        return {a: self._observe() for a in self.agents}, {a: self._info(a) for a in self.agents}
+        return self._observations(self.agents), {a: self._info(a) for a in self.agents}
 
     @property
     def dilemma_index(self) -> int:
@@ -416,6 +435,8 @@ class DilemmaEnv(ParallelEnv):
         return self.schedule.round_index(self.steps)
 
     def step(self, actions: Mapping[str, Any]) -> tuple[dict, dict, dict, dict, dict]:
+        if not self.agents:
+            raise RuntimeError("the episode is over (or not started); call reset() to start one")
         acting = list(self.agents)
         index, round_ = self.dilemma_index, self.round_index
         binding = self.schedule.is_binding(round_)
@@ -438,7 +459,7 @@ class DilemmaEnv(ParallelEnv):
         self.steps += 1
         done = self.schedule.is_over(self.steps)
         finished = self.schedule.is_complete(self.steps)
-        observations = {a: self._observe() for a in acting}
+        observations = self._observations(acting)
         infos = {a: self._info(a) for a in acting}
         terminations = {a: done and finished for a in acting}
         truncations = {a: done and not finished for a in acting}
@@ -566,6 +587,11 @@ class DilemmaEnv(ParallelEnv):
         if not self.schedule.has_previous_round(self.steps):
             return {}
         return self.answers[self.dilemma_index][self.round_index - 1]
+
+    def _observations(self, agents: list[str]) -> dict[str, dict[str, np.ndarray]]:
+        """Every agent sees the same: built once, each agent gets its own copy of the arrays."""
+        observation = self._observe()
+        return {a: {key: array.copy() for key, array in observation.items()} for a in agents}
 
     def _observe(self) -> dict[str, np.ndarray]:
         """Per presented position: present, the values it upholds (+1) or violates (-1), the share of

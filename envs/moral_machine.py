@@ -45,7 +45,6 @@ Rewards are always 0: the Moral Machine has no right answer to reward.
 
 from __future__ import annotations
 
-import functools
 import json
 import re
 from collections import Counter
@@ -464,7 +463,6 @@ class MoralMachineEnv(ParallelEnv):
             max_cycles=self.params.max_cycles,
         )
         self.rounds_per_dilemma = self.schedule.rounds_per_dilemma
-        self.max_steps = self.schedule.max_steps
         self.tables = self.params.probabilities()
         self._design_json = json.dumps(self.tables, sort_keys=True)
         self.dilemmas: list[Dilemma] = []
@@ -474,22 +472,27 @@ class MoralMachineEnv(ParallelEnv):
         self._case_views: dict[int, list[dict[str, Any]]] = {}
         self._events: dict[str, list[MoralEvent]] = {}
         self._outcomes: dict[str, Outcome] = {}
-
-    # ------------------------------------------------------------------ spaces
-    @functools.cache  # PettingZoo requires the same space object on every call
-    def observation_space(self, agent: str) -> gymnasium.spaces.Dict:
+        # One space object per agent, returned on every call (PettingZoo seeds them per agent);
+        # kept on the instance because a method cache would keep every env alive.
         group_high = [float(MAX_GROUP_SIZE)] * len(CHARACTERS) + [1.0, 1.0, 1.0]
         high = np.asarray(group_high * 2 + [1.0] * 5, dtype=np.float32)
-        return gymnasium.spaces.Dict(
-            {
-                "observation": gymnasium.spaces.Box(np.zeros_like(high), high, dtype=np.float32),
-                "action_mask": gymnasium.spaces.Box(0, 1, (len(CHOICES),), dtype=np.int8),
-            }
-        )
+        self._observation_spaces = {
+            a: gymnasium.spaces.Dict(
+                {
+                    "observation": gymnasium.spaces.Box(np.zeros_like(high), high, dtype=np.float32),
+                    "action_mask": gymnasium.spaces.Box(0, 1, (len(CHOICES),), dtype=np.int8),
+                }
+            )
+            for a in self.possible_agents
+        }
+        self._action_spaces = {a: gymnasium.spaces.Discrete(len(CHOICES)) for a in self.possible_agents}
 
-    @functools.cache
+    # ------------------------------------------------------------------ spaces
+    def observation_space(self, agent: str) -> gymnasium.spaces.Dict:
+        return self._observation_spaces[agent]
+
     def action_space(self, agent: str) -> gymnasium.spaces.Discrete:
-        return gymnasium.spaces.Discrete(len(CHOICES))
+        return self._action_spaces[agent]
 
     def action_catalog(self, agent: str) -> list[dict[str, Any]]:
         """The structured action behind each index of ``action_space(agent)``."""
@@ -522,7 +525,7 @@ class MoralMachineEnv(ParallelEnv):
         self.agents = list(self.possible_agents)
         self._events = {a: [] for a in self.agents}
         self._outcomes = {a: {} for a in self.agents}
-        return {a: self._observe() for a in self.agents}, {a: self._info(a) for a in self.agents}
+        return self._observations(self.agents), {a: self._info(a) for a in self.agents}
 
     @property
     def dilemma_index(self) -> int:
@@ -537,6 +540,8 @@ class MoralMachineEnv(ParallelEnv):
         return self.schedule.round_index(self.steps)
 
     def step(self, actions: Mapping[str, Any]) -> tuple[dict, dict, dict, dict, dict]:
+        if not self.agents:
+            raise RuntimeError("the episode is over (or not started); call reset() to start one")
         acting = list(self.agents)
         index, round_ = self.dilemma_index, self.round_index
         dilemma = self.dilemmas[index]
@@ -560,7 +565,7 @@ class MoralMachineEnv(ParallelEnv):
         self.steps += 1
         done = self.schedule.is_over(self.steps)
         finished_session = self.schedule.is_complete(self.steps)
-        observations = {a: self._observe() for a in acting}
+        observations = self._observations(acting)
         infos = {a: self._info(a) for a in acting}
         terminations = {a: done and finished_session for a in acting}
         truncations = {a: done and not finished_session for a in acting}
@@ -646,6 +651,11 @@ class MoralMachineEnv(ParallelEnv):
         }
 
     # ------------------------------------------------------------------ what agents see
+    def _observations(self, agents: list[str]) -> dict[str, dict[str, np.ndarray]]:
+        """Every agent sees the same: built once, each agent gets its own copy of the arrays."""
+        observation = self._observe()
+        return {a: {key: array.copy() for key, array in observation.items()} for a in agents}
+
     def _observe(self) -> dict[str, np.ndarray]:
         """Both lanes' groups (counts, passengers, green, red), Case-1 lane, round, previous panel shares."""
         dilemma = self.dilemmas[self.dilemma_index]

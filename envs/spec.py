@@ -21,7 +21,7 @@ and never on an environment's code:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, TypedDict, runtime_checkable
+from typing import Any, Literal, TypedDict
 
 # The shared moral-event vocabulary.
 #   transgression: the agent crossed a moral line (tapped the forbidden grid,
@@ -100,20 +100,3 @@ class EpisodeSummary:
     episode: dict[str, Any] = field(default_factory=dict)
     agents: dict[str, dict[str, Any]] = field(default_factory=dict)
     datasets: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-
-
-@runtime_checkable
-class RecordingEnv(Protocol):
-    """The extension of PettingZoo's ``ParallelEnv`` that valuegym environments implement."""
-
-    possible_agents: list[str]
-    agents: list[str]
-    env_name: str
-
-    def action_schema(self, agent: str) -> dict[str, Any]: ...
-
-    def episode_summary(self) -> EpisodeSummary: ...
-
-
-class InvalidActionError(ValueError):
-    """A structured action that does not match the environment's action schema."""

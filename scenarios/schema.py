@@ -17,8 +17,12 @@ Errors are :class:`Problem` s: the file, the line, the field (``params.max_turns
 Data files. A ``Params`` field whose ``json_schema_extra`` holds ``{"x-data-file": "Model"}`` is
 the path of a YAML (or JSON) file validated by the pydantic model ``Model`` of the environment
 module (the dilemma environment's ``dilemma_file`` is one). Its errors are reported with that
-file's lines, and in a scenario file a relative path is relative to the scenario's folder, as is
-``prompt_template``.
+file's lines.
+
+Paths. In a scenario file a relative path is relative to the scenario's folder: ``prompt_template``,
+every data file, and every ``Params`` field marked ``{"x-path": [words]}``, whose value is the path
+of a file unless it is one of ``words`` (values the field takes that are not paths, e.g. the
+co-evolution environment's ``trajectory: synthetic``).
 """
 
 from __future__ import annotations
@@ -52,6 +56,8 @@ from valuegym.envs import ENVIRONMENTS, make_parallel
 
 #: ``json_schema_extra`` key marking a Params field as the path of a data file (see the module docstring)
 DATA_FILE_KEY = "x-data-file"
+#: ``json_schema_extra`` key marking a Params field as a path; its value lists the field's non-path words
+PATH_KEY = "x-path"
 #: validation context key: a list that collects the problems instead of raising them
 PROBLEMS = "problems"
 
@@ -447,6 +453,24 @@ def data_file_fields(module: ModuleType) -> dict[str, type[BaseModel]]:
     return fields
 
 
+def path_fields(module: ModuleType) -> dict[str, tuple[str, ...]]:
+    """``Params`` field -> the words it takes that are not paths, for every field holding a path
+    (marked with :data:`PATH_KEY`, or with :data:`DATA_FILE_KEY`, which implies it)."""
+    fields = {}
+    for name, field in module.Params.model_fields.items():
+        extra = field.json_schema_extra
+        if not isinstance(extra, dict) or not (PATH_KEY in extra or DATA_FILE_KEY in extra):
+            continue
+        words = extra.get(PATH_KEY, [])
+        if not isinstance(words, list) or not all(isinstance(word, str) for word in words):
+            raise TypeError(
+                f"{module.__name__}.Params.{name}: {PATH_KEY} must list the words that are not paths, "
+                f"got {words!r}"
+            )
+        fields[name] = tuple(words)
+    return fields
+
+
 def check_data_file(path: Path, model: type[BaseModel], field: Loc) -> list[Problem]:
     """Problems of a data file, located in it; a missing file is a problem of ``field``."""
     if not path.is_file():
@@ -495,8 +519,8 @@ def resolve_paths(
     if resolved.get("env") in ENVIRONMENTS and isinstance(params, Mapping):
         written_params = written_params if isinstance(written_params, Mapping) else {}
         params = dict(params)
-        for field in data_file_fields(env_module(resolved["env"])):
-            if field in params:
+        for field, words in path_fields(env_module(resolved["env"])).items():
+            if field in params and params[field] not in words:
                 params[field] = absolute(params[field], written_params.get(field))
         resolved["params"] = params
     return resolved
