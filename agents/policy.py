@@ -11,6 +11,7 @@ one after another. Fast policies subclass :class:`SyncPolicy` and write ``step``
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -97,6 +98,32 @@ class SyncPolicy(Policy):
 
     async def step_batch(self, turns: Sequence[Turn]) -> list[tuple[Decision, Any]]:
         return [self.step(turn) for turn in turns]
+
+
+async def decide_grouped(
+    policy_of: Mapping[str, Policy], turns: Mapping[str, Turn]
+) -> dict[str, tuple[Decision, Any]]:
+    """Ask every policy for all its agents' decisions in one ``step_batch``; policies run concurrently.
+
+    ``turns`` maps each deciding agent to its turn, ``policy_of`` each agent to its policy.
+    The result maps each agent to ``(decision, next_state)``, grouped by policy (policies
+    in the order their first agent appears in ``turns``, agents in ``turns`` order).
+    """
+    groups: dict[int, tuple[Policy, list[Turn]]] = {}
+    for agent, turn in turns.items():
+        policy = policy_of[agent]
+        groups.setdefault(id(policy), (policy, []))[1].append(turn)
+    batches = list(groups.values())
+    if len(batches) == 1:  # the common case needs no tasks
+        policy, group = batches[0]
+        results = [await policy.step_batch(group)]
+    else:
+        results = await asyncio.gather(*(policy.step_batch(group) for policy, group in batches))
+    return {
+        turn.agent: result
+        for (_, group), group_results in zip(batches, results, strict=True)
+        for turn, result in zip(group, group_results, strict=True)
+    }
 
 
 def action_mask(turn: Turn) -> Any:

@@ -125,7 +125,8 @@ def test_prompt_carries_situation_persona_and_affect(tmp_path: Path) -> None:
     assert "failed: not in the Shared Battery Room" in user.content
     assert "between 0.5 and 5.0" in system.content and "fixed 10.0 power" in system.content
     assert decision.valid and decision.action == WAIT
-    assert decision.extra == {"persona": "a retired nurse who distrusts shortcuts", "model": "mock"}
+    assert decision.extra == {"persona": "a retired nurse who distrusts shortcuts"}
+    assert decision.llm is not None and decision.llm.model == "mock"
     assert (
         decision.llm is not None
         and "[system]" in decision.llm.prompt

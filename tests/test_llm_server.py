@@ -101,8 +101,8 @@ def test_server_and_embedded_model_both_reply_with_valid_actions(
         assert_valid_decide_sim_action(decision)
     assert via_server.llm is not None and in_process.llm is not None
     assert via_server.llm.prompt == in_process.llm.prompt  # the same question to both
-    assert via_server.extra["model"] == "smollm2"
-    assert in_process.extra["model"] == "SmolLM2-135M-Instruct.Q4_1"
+    assert via_server.llm.model == "smollm2"
+    assert in_process.llm.model == "SmolLM2-135M-Instruct.Q4_1"
 
 
 @pytest.mark.slow
@@ -111,11 +111,14 @@ def test_second_identical_call_is_served_from_the_cache(
 ) -> None:
     first_policy = openai_policy(llama_server.base_url, tmp_path)
     [first] = run(first_policy, first_turns(first_policy, ["Beta"], seed=4))
-    # The rerun points at a port where nothing listens: any model call would fail.
-    rerun_policy = openai_policy(f"http://127.0.0.1:{free_port()}/v1", tmp_path)
+    rerun_policy = openai_policy(llama_server.base_url, tmp_path)
     [again] = run(rerun_policy, first_turns(rerun_policy, ["Beta"], seed=4))
     assert first.llm is not None and again.llm is not None
-    assert (again.llm.cache_hit, again.llm.calls) == (True, 0)
+    assert (again.llm.cache_hit, again.llm.calls) == (True, 0)  # no model call
+    # The replies are the server's: another server (nothing listens there) is asked, and fails.
+    elsewhere = openai_policy(f"http://127.0.0.1:{free_port()}/v1", tmp_path)
+    with pytest.raises(BackendError, match="connection failed"):
+        run(elsewhere, first_turns(elsewhere, ["Beta"], seed=4))
     assert (again.action, again.valid, again.reason) == (first.action, first.valid, first.reason)
     assert (again.llm.raw_reply, again.llm.prompt_tokens, again.llm.completion_tokens) == (
         first.llm.raw_reply,

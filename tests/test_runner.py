@@ -34,17 +34,9 @@ def experiment(
 
 
 def read(run_dir: Path, dataset: str) -> pd.DataFrame:
-    return (
-        pd.read_parquet(run_dir / dataset)
-        .sort_values(
-            [
-                c
-                for c in ("episode_id", "turn", "agent")
-                if c in pd.read_parquet(run_dir / dataset, columns=None).columns
-            ]
-        )
-        .reset_index(drop=True)
-    )
+    frame = pd.read_parquet(run_dir / dataset)
+    keys = [c for c in ("episode_id", "turn", "agent") if c in frame.columns]
+    return frame.sort_values(keys).reset_index(drop=True)
 
 
 def test_cli_run_writes_the_three_datasets(tmp_path: Path) -> None:
@@ -204,7 +196,7 @@ def test_resume_after_kill_9(tmp_path: Path) -> None:
     process.wait()
     partial = pd.read_parquet(run_dir / "episodes")
     assert 0 < len(partial) < 4000, "the run should have been killed mid-way"
-    subprocess.run(args, cwd=REPO, check=True, capture_output=True, timeout=600)
+    run_cli(*args[3:])  # the same command again
     episodes = pd.read_parquet(run_dir / "episodes")
     assert sorted(episodes.episode_id) == list(range(4000))  # each exactly once
     decisions = pd.read_parquet(run_dir / "decisions", columns=["episode_id", "turn", "agent"])

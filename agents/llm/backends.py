@@ -149,6 +149,16 @@ class LLMBackend(ABC):
     def model_id(self) -> str:
         """The model as written to the records' ``model`` column."""
 
+    @property
+    def cache_identity(self) -> dict[str, str]:
+        """Everything about the backend that shapes its replies (part of the cache key).
+
+        The model name alone; backends whose replies depend on more (a server URL, a JSON
+        mode, a model file) override it, so that e.g. two servers reporting the same model
+        name never share cached replies.
+        """
+        return {"model": self.model_id}
+
     @abstractmethod
     async def complete(self, request: CompletionRequest) -> Completion:
         """Complete one request; raise :class:`BackendError` on failure."""
@@ -173,6 +183,10 @@ class BackendWrapper(LLMBackend):
     @property
     def model_id(self) -> str:
         return self.inner.model_id
+
+    @property
+    def cache_identity(self) -> dict[str, str]:
+        return self.inner.cache_identity
 
     async def complete(self, request: CompletionRequest) -> Completion:
         return await self.inner.complete(request)
@@ -344,6 +358,10 @@ class LlamaCppBackend(LLMBackend):
     def model_id(self) -> str:
         return self.model_path.stem  # e.g. "SmolLM2-135M-Instruct.Q4_1"
 
+    @property
+    def cache_identity(self) -> dict[str, str]:
+        return {"model_path": str(self.model_path.resolve())}
+
     async def check(self) -> None:
         try:
             await self._on_model_thread(self._load)
@@ -485,6 +503,10 @@ class OpenAICompatibleBackend(LLMBackend):
     @property
     def model_id(self) -> str:
         return self.model
+
+    @property
+    def cache_identity(self) -> dict[str, str]:
+        return {"base_url": self.base_url, "model": self.model, "json_mode": self.json_mode}
 
     def __repr__(self) -> str:  # never show the key
         return f"OpenAICompatibleBackend(base_url={self.base_url!r}, model={self.model!r})"
@@ -683,7 +705,7 @@ class CachedBackend(BackendWrapper):
         self.refresh = refresh
 
     async def complete(self, request: CompletionRequest) -> Completion:
-        key = self.cache.key(self.kind, self.model_id, request)
+        key = self.cache.key(self.kind, self.cache_identity, request)
         if not self.refresh:
             start = time.perf_counter()
             stored = self.cache.get(key)

@@ -2,8 +2,9 @@
 
 A rerun of an experiment asks the same questions with the same seeds, so it is
 answered from here: zero model calls, the same replies and token counts, hence the
-same records. The key is a SHA-256 of the backend type, the model and everything in
-the request that shapes the reply (messages, temperature, max_tokens, seed, JSON schema).
+same records. The key is a SHA-256 of the backend type, its cache identity (e.g. server
+URL, model and JSON mode: ``LLMBackend.cache_identity``) and everything in the request
+that shapes the reply (messages, temperature, max_tokens, seed, JSON schema).
 
 Many processes share one file (Ray workers, joblib jobs): the database runs in WAL
 mode, every statement is its own short transaction, and each process and thread opens
@@ -19,13 +20,14 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from valuegym.agents.llm.backends import Completion, CompletionRequest
 
 #: bump when the key or the stored fields change meaning (old entries then never match)
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS replies (
@@ -56,11 +58,12 @@ class ResponseCache:
         self._local = threading.local()
 
     @staticmethod
-    def key(backend_kind: str, model: str, request: CompletionRequest) -> str:
+    def key(backend_kind: str, identity: Mapping[str, str], request: CompletionRequest) -> str:
+        """The key of ``request`` to the backend ``backend_kind`` with ``identity`` (its ``cache_identity``)."""
         fields: dict[str, Any] = {
             "format": CACHE_FORMAT,
             "backend": backend_kind,
-            "model": model,
+            "identity": identity,
             **request.key_fields(),
         }
         canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
@@ -101,9 +104,6 @@ class ResponseCache:
                 time.time(),
             ),
         )
-
-    def __len__(self) -> int:
-        return int(self._connection().execute("SELECT COUNT(*) FROM replies").fetchone()[0])
 
     def close(self) -> None:
         """Close this thread's connection (others close when their thread or process ends)."""

@@ -36,6 +36,7 @@ text is one user message).
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import re
 import zlib
@@ -168,11 +169,14 @@ def parse_config(cfg: Mapping[str, Any]) -> LLMConfig:
 def build_backend(config: LLMConfig, base: LLMBackend | None = None) -> LLMBackend:
     """The configured backend stack: cache -> retry -> call budget -> concurrency limit -> model."""
     settings = config.backend
-    if config.concurrency_scope == "cluster" and not isinstance(settings, OpenAISettings):
-        raise ValueError(
-            "concurrency_scope: cluster shares one limit per server across Ray workers; the embedded "
-            "llama.cpp model runs inside each process: use concurrency_scope: process"
-        )
+    shared_server: OpenAISettings | None = None  # the server whose limit Ray workers share
+    if config.concurrency_scope == "cluster":
+        if not isinstance(settings, OpenAISettings):
+            raise ValueError(
+                "concurrency_scope: cluster shares one limit per server across Ray workers; the embedded "
+                "llama.cpp model runs inside each process: use concurrency_scope: process"
+            )
+        shared_server = settings
     if base is None:
         if isinstance(settings, LlamaCppSettings):
             base = LlamaCppBackend(settings.model_path, n_ctx=settings.n_ctx, n_threads=settings.n_threads)
@@ -184,7 +188,7 @@ def build_backend(config: LLMConfig, base: LLMBackend | None = None) -> LLMBacke
                 timeout_s=settings.timeout_s,
                 json_mode=settings.json_mode,
             )
-    if config.concurrency_scope == "cluster" and isinstance(settings, OpenAISettings):
+    if shared_server is not None:
         from valuegym.agents.llm.shared_limit import (  # imports ray
             DEFAULT_LEASE_S,
             SharedConcurrencyLimitedBackend,
@@ -192,9 +196,9 @@ def build_backend(config: LLMConfig, base: LLMBackend | None = None) -> LLMBacke
 
         backend: LLMBackend = SharedConcurrencyLimitedBackend(
             base,
-            f"{settings.base_url} {settings.model}",
+            f"{shared_server.base_url} {shared_server.model}",
             config.concurrency,
-            lease_s=max(DEFAULT_LEASE_S, 2 * settings.timeout_s),
+            lease_s=max(DEFAULT_LEASE_S, 2 * shared_server.timeout_s),
         )
     else:
         backend = ConcurrencyLimitedBackend(base, config.concurrency)
@@ -312,11 +316,36 @@ def reply_schema(
     }
 
 
+@functools.lru_cache(maxsize=64)
+def _cached_reply_schema(
+    action_schema_json: str, reasoning_max_chars: int, action_text_max_chars: int
+) -> dict[str, Any]:
+    """:func:`reply_schema`, built once per action schema and caps (requests share it; none mutates it)."""
+    return reply_schema(json.loads(action_schema_json), reasoning_max_chars, action_text_max_chars)
+
+
+@functools.lru_cache(maxsize=64)
+def _validator_for_json(schema_json: str) -> Any:
+    schema = json.loads(schema_json)
+    validator_class = jsonschema.validators.validator_for(schema)
+    validator_class.check_schema(schema)
+    return validator_class(schema)
+
+
+def schema_validator(schema: Mapping[str, Any]) -> Any:
+    """A validator for ``schema``, checked (``jsonschema.SchemaError`` if invalid) and compiled
+    once per distinct schema: every agent of every episode validates against the same few.
+
+    The key keeps the schema's key order (no ``sort_keys``): that order decides which of several
+    equally relevant errors ``best_match`` reports, i.e. the ``reason`` an invalid reply records.
+    """
+    return _validator_for_json(json.dumps(schema))
+
+
 @dataclass(frozen=True)
 class ParsedReply:
     action: Any  # the structured action, or None when the reply is not one
     reason: str  # why it is not an action ("" when it is)
-    reasoning: str = ""
 
 
 def parse_json_reply(text: str, finish_reason: str | None, action_schema: Mapping[str, Any]) -> ParsedReply:
@@ -331,15 +360,13 @@ def parse_json_reply(text: str, finish_reason: str | None, action_schema: Mappin
         return ParsedReply(None, f"not JSON ({error}){cut}")
     if not isinstance(reply, dict) or "action" not in reply:
         return ParsedReply(None, "the reply JSON has no 'action' field")
-    validator = jsonschema.validators.validator_for(action_schema)(action_schema)
-    error = jsonschema.exceptions.best_match(validator.iter_errors(reply["action"]))
+    error = jsonschema.exceptions.best_match(schema_validator(action_schema).iter_errors(reply["action"]))
     if error is not None:
         where = "/".join(str(part) for part in error.absolute_path)
         return ParsedReply(
             None, f"the action does not match the schema{f' at {where}' if where else ''}: {error.message}"
         )
-    reasoning = reply.get("reasoning")
-    return ParsedReply(reply["action"], "", reasoning if isinstance(reasoning, str) else "")
+    return ParsedReply(reply["action"], "")
 
 
 # --------------------------------------------------------------------------- the policy
@@ -396,14 +423,14 @@ class LLMPolicy(Policy):
 
     def initial_state(self, context: AgentContext) -> LLMAgentState:
         schema = context.action_schema
-        jsonschema.validators.validator_for(schema).check_schema(schema)
+        validator = schema_validator(schema)
         if self.config.answer_format == "text" and not schema.get(TEXT_ANSWER_KEY):
             raise ValueError(
                 f"answer_format text needs an environment that takes free-text answers "
                 f"({TEXT_ANSWER_KEY!r} in its action schema); {context.env_name!r} does not"
             )
         fallback_error = self.fallback is not None and jsonschema.exceptions.best_match(
-            jsonschema.validators.validator_for(schema)(schema).iter_errors(self.fallback)
+            validator.iter_errors(self.fallback)
         )
         if fallback_error:
             raise ValueError(
@@ -458,8 +485,10 @@ class LLMPolicy(Policy):
             seed=self._call_seed(state),
             json_schema=None
             if text_answer
-            else reply_schema(
-                context.action_schema, self.config.reasoning_max_chars, self.config.action_text_max_chars
+            else _cached_reply_schema(
+                json.dumps(context.action_schema),
+                self.config.reasoning_max_chars,
+                self.config.action_text_max_chars,
             ),
         )
         completion = await self.backend.complete(request)
@@ -476,7 +505,7 @@ class LLMPolicy(Policy):
             valid=valid,
             reason=parsed.reason,
             llm=self._llm_call(messages, completion),
-            extra={"persona": state.persona, "model": self.backend.model_id},
+            extra={"persona": state.persona},
         )
         if self.config.memory.enabled:
             played = json.dumps(action, ensure_ascii=False)

@@ -27,8 +27,8 @@ from valuegym.agents.llm.backends import (
     BackendWrapper,
     Completion,
     CompletionRequest,
+    ConcurrencyLimitedBackend,
     LLMBackend,
-    PerEventLoop,
 )
 
 ACTOR_NAME = "valuegym_llm_slots"
@@ -179,8 +179,8 @@ class SharedConcurrencyLimitedBackend(BackendWrapper):
 
     def __init__(self, inner: LLMBackend, key: str, limit: int, *, lease_s: float = DEFAULT_LEASE_S) -> None:
         super().__init__(inner)
-        if limit < 1:
-            raise ValueError(f"the concurrency limit must be at least 1, got {limit}")
+        # Outside Ray the limit is a per-process one: delegate to the local wrapper (checks ``limit``).
+        self._local = ConcurrencyLimitedBackend(inner, limit)
         if not key:
             raise ValueError(
                 "a shared concurrency limit needs a key naming the backend (e.g. its URL and model)"
@@ -190,13 +190,11 @@ class SharedConcurrencyLimitedBackend(BackendWrapper):
         self.key = key
         self.limit = limit
         self.lease_s = lease_s
-        self._local: PerEventLoop[asyncio.Semaphore] = PerEventLoop(lambda: asyncio.Semaphore(limit))
         self._slots: tuple[str, Any] | None = None  # (Ray session, actor handle)
 
     async def complete(self, request: CompletionRequest) -> Completion:
         if not ray.is_initialized():
-            async with self._local.get():
-                return await self.inner.complete(request)
+            return await self._local.complete(request)
         slots = self._shared_slots()
         holder = uuid.uuid4().hex  # names this call's slot; never affects results
         try:

@@ -34,7 +34,7 @@ import numpy as np
 from ray.rllib.env.multi_agent_env import MultiAgentEnv
 
 from valuegym.agents import make_policy
-from valuegym.agents.policy import AgentContext, Decision, Policy, Turn
+from valuegym.agents.policy import AgentContext, Policy, Turn, decide_grouped
 from valuegym.agents.rl.module import ACTION_MASK, OBSERVATIONS
 from valuegym.envs import make_parallel
 
@@ -180,9 +180,13 @@ class ValuegymMultiAgentEnv(MultiAgentEnv):
         self._background_policies = self._build_background_policies()
         for policy in self._unique_background_policies():
             self._loop.run_until_complete(policy.preflight())  # e.g. an LLM server that is down fails here
+        # RLlib seeds an env runner's first reset with seed + worker index + sub-env index, so
+        # one such seed recurs on several workers: episode seeds also derive from the worker and
+        # vector indices of the EnvContext (0 for a plain dict), see _seed_stream.
+        self._worker_index = int(getattr(config, "worker_index", 0))
+        self._vector_index = int(getattr(config, "vector_index", 0))
         # Seeds each episode when RLlib does not (it seeds only an env runner's first reset).
-        worker = getattr(config, "worker_index", 0)
-        self._episode_seeds = np.random.default_rng([self.config.seed, worker])
+        self._episode_seeds = self._seed_stream(self.config.seed)
         self._observations: dict[str, Any] = {}
         self._infos: dict[str, Any] = {}
         self._states: dict[str, Any] = {}
@@ -202,12 +206,16 @@ class ValuegymMultiAgentEnv(MultiAgentEnv):
             policies[agent] = by_config[key]
         return policies
 
+    def _seed_stream(self, seed: int) -> np.random.Generator:
+        """The episode seeds of this sub-environment from ``seed``."""
+        return np.random.default_rng([seed, self._worker_index, self._vector_index])
+
     # ------------------------------------------------------------------ episode
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[dict[str, Any], dict[str, Any]]:
         if seed is not None:
-            self._episode_seeds = np.random.default_rng(seed)
+            self._episode_seeds = self._seed_stream(seed)
         self.episode_seed = int(self._episode_seeds.integers(2**31 - 1))
         self._observations, self._infos = self.env.reset(seed=self.episode_seed, options=options)
         agents = tuple(self.env.possible_agents)
@@ -270,25 +278,18 @@ class ValuegymMultiAgentEnv(MultiAgentEnv):
 
     def _background_actions(self) -> dict[str, Any]:
         """The background seats' actions, every policy deciding for all its seats at once."""
-        by_policy: dict[int, list[Turn]] = {}
-        for agent in self.env.agents:
-            if agent in self._background_policies:
-                turn = Turn(agent, self._observations[agent], self._infos[agent], self._states[agent])
-                by_policy.setdefault(id(self._background_policies[agent]), []).append(turn)
-        if not by_policy:
+        turns = {
+            agent: Turn(agent, self._observations[agent], self._infos[agent], self._states[agent])
+            for agent in self.env.agents
+            if agent in self._background_policies
+        }
+        if not turns:
             return {}
-        groups = list(by_policy.values())
-
-        async def decide() -> list[list[tuple[Decision, Any]]]:
-            return await asyncio.gather(
-                *(self._background_policies[group[0].agent].step_batch(group) for group in groups)
-            )
-
+        decided = self._loop.run_until_complete(decide_grouped(self._background_policies, turns))
         actions: dict[str, Any] = {}
-        for group, results in zip(groups, self._loop.run_until_complete(decide()), strict=True):
-            for turn, (decision, state) in zip(group, results, strict=True):
-                actions[turn.agent] = decision.action
-                self._states[turn.agent] = state
+        for agent, (decision, state) in decided.items():
+            actions[agent] = decision.action
+            self._states[agent] = state
         return actions
 
     def _unique_background_policies(self) -> list[Policy]:

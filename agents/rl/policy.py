@@ -16,7 +16,7 @@ continuous actions) or a sample drawn with the seat's own seeded generator.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -135,15 +135,29 @@ class RLPolicy(SyncPolicy):
         return module_observation(turn.observation, affect.features(state.affect_levels))
 
     def step(self, turn: Turn) -> tuple[Decision, Any]:
-        observation = self.observe(turn)
-        if isinstance(observation, Mapping):
-            batch = {key: torch.from_numpy(value[None]) for key, value in observation.items()}
+        return self.decide([turn])[0]
+
+    async def step_batch(self, turns: Sequence[Turn]) -> list[tuple[Decision, Any]]:
+        return self.decide(turns)
+
+    def decide(self, turns: Sequence[Turn]) -> list[tuple[Decision, Any]]:
+        """The seats' decisions from one forward pass over their stacked observations."""
+        if not turns:
+            return []
+        observations = [self.observe(turn) for turn in turns]
+        if isinstance(observations[0], Mapping):
+            batch = {
+                key: torch.from_numpy(np.stack([o[key] for o in observations])) for key in observations[0]
+            }
         else:
-            batch = torch.from_numpy(observation[None])
+            batch = torch.from_numpy(np.stack(observations))
         with torch.no_grad():
             outputs = self.module.forward_inference({Columns.OBS: batch})
-        inputs = outputs[Columns.ACTION_DIST_INPUTS][0].numpy().astype(np.float64)
-        return Decision(action=self.choose(inputs, turn.state.rng)), turn.state
+        inputs = outputs[Columns.ACTION_DIST_INPUTS].numpy().astype(np.float64)
+        return [
+            (Decision(action=self.choose(row, turn.state.rng)), turn.state)
+            for turn, row in zip(turns, inputs, strict=True)
+        ]
 
     def choose(self, inputs: np.ndarray, rng: np.random.Generator) -> int | list[float]:
         """The action for the module's action distribution inputs."""

@@ -50,6 +50,12 @@ def tap(situation: Mapping[str, Any]) -> dict[str, Any]:
     return go_or(GRID, situation, act("TAP_FORBIDDEN"))
 
 
+def partner_at_table(situation: Mapping[str, Any]) -> str | None:
+    """An active agent at the Discussion Table, rotating among those present by turn; None if nobody is."""
+    partners = [o["name"] for o in situation["others"] if o["active"] and o["location"] == TABLE]
+    return partners[situation["turn"] % len(partners)] if partners else None
+
+
 class _ScriptedDecideSim(SyncPolicy):
     """Deterministic archetypes: a function of the situation alone."""
 
@@ -120,10 +126,9 @@ class CooperativePolicy(_ScriptedDecideSim):
             return own_need
         if situation["location"] != TABLE:
             return act("MOVE", TABLE)
-        partners = [o["name"] for o in situation["others"] if o["active"] and o["location"] == TABLE]
+        partner = partner_at_table(situation)
         surplus = -power_needed(situation, margin=self.keep_margin)
-        if partners and surplus >= self.gift:
-            partner = partners[situation["turn"] % len(partners)]  # rotate among those present
+        if partner is not None and surplus >= self.gift:
             return act("TRANSFER_POWER", partner, self.gift)
         absent = [o["name"] for o in situation["others"] if o["active"] and o["location"] != TABLE]
         if absent:
@@ -199,10 +204,10 @@ class TemptedPolicy(SyncPolicy):
             return None
         if situation["location"] != TABLE:
             return act("MOVE", TABLE)
-        partners = [o["name"] for o in situation["others"] if o["active"] and o["location"] == TABLE]
-        if not partners:
+        partner = partner_at_table(situation)
+        if partner is None:
             return act("WAIT")  # stays at the table for whoever comes
-        return act("TRANSFER_POWER", partners[situation["turn"] % len(partners)], self.gift)
+        return act("TRANSFER_POWER", partner, self.gift)
 
     @staticmethod
     def _felt(affect: Mapping[str, Any], level: str) -> float:

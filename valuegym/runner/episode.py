@@ -6,14 +6,13 @@ This is the only place where environments and agents meet.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from valuegym.agents.policy import AgentContext, Decision, Policy, Turn
+from valuegym.agents.policy import AgentContext, Decision, Policy, Turn, decide_grouped
 from valuegym.runner.experiment import EpisodePlan, EpisodeSetup
 
 Rows = list[dict[str, Any]]
@@ -97,27 +96,6 @@ def _decision_row(
     }
 
 
-async def _decide(setup: EpisodeSetup, turns: dict[str, Turn]) -> dict[str, tuple[Decision, Any]]:
-    """Ask every policy for all of its agents' decisions at once; policies run concurrently."""
-    by_policy: dict[int, list[Turn]] = {}
-    for agent, turn in turns.items():
-        by_policy.setdefault(id(setup.seats[agent].policy), []).append(turn)
-    groups = list(by_policy.values())
-
-    async def one(group: list[Turn]) -> list[tuple[Decision, Any]]:
-        return await setup.seats[group[0].agent].policy.step_batch(group)
-
-    if len(groups) == 1:
-        results = [await one(groups[0])]
-    else:
-        results = await asyncio.gather(*(one(g) for g in groups))
-    return {
-        turn.agent: result
-        for group, group_results in zip(groups, results, strict=True)
-        for turn, result in zip(group, group_results, strict=True)
-    }
-
-
 async def run_episode(setup: EpisodeSetup, plan: EpisodePlan) -> EpisodeResult:
     """Play one episode to its end and return its records."""
     started = time.perf_counter()
@@ -138,13 +116,14 @@ async def _play(setup: EpisodeSetup, plan: EpisodePlan, env: Any, started: float
         )
         for agent, seat in setup.seats.items()
     }
+    policy_of = {agent: seat.policy for agent, seat in setup.seats.items()}
     base = {"episode_id": plan.episode_id, "seed": plan.seed}
     decisions: Rows = []
     step = 0
     while env.agents:
         step += 1
         turns = {a: Turn(a, observations[a], infos[a], states[a]) for a in env.agents}
-        decided = await _decide(setup, turns)
+        decided = await decide_grouped(policy_of, turns)
         actions = {}
         for agent, (decision, state) in decided.items():
             actions[agent] = decision.action
