@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from bench._common import result
 from valuegym.agents.llm.backends import (
     ChatMessage,
     CompletionRequest,
@@ -193,7 +194,7 @@ def main() -> None:
         f"({same} replies); vs free generation: {ours.tokens_per_s / free.tokens_per_s:.2f}x"
     )
 
-    print(f"RESULT llm_throughput ratio={ratios[CONCURRENCIES[-1]]:.2f} target={TARGET}")
+    result("llm_throughput", ratios[CONCURRENCIES[-1]], TARGET)
 
 
 if __name__ == "__main__":

@@ -4,27 +4,15 @@ beside a bare loop over the env with the same policies and no records."""
 from __future__ import annotations
 
 import asyncio
-import tempfile
 import time
 
-from bench._common import result, table
+from bench._common import episodes_per_second, result, scripted, table
 from valuegym.agents.policy import AgentContext, Turn
 from valuegym.envs import make_parallel
 from valuegym.runner.experiment import Experiment
-from valuegym.runner.run import run_experiment
-from valuegym.scenarios import load_scenario
 
 TARGET = 0.5
 EPISODES = 2000
-
-
-def experiment() -> Experiment:
-    return Experiment(
-        scenario=load_scenario("decide_sim/low"),
-        agent={"kind": "scripted", "name": "context_dependent", "params": {}},
-        episodes=EPISODES,
-        seed=0,
-    )
 
 
 def bare_loop(exp: Experiment) -> float:
@@ -51,18 +39,11 @@ def bare_loop(exp: Experiment) -> float:
     return EPISODES / (time.perf_counter() - start)
 
 
-def through_runner(exp: Experiment) -> float:
-    with tempfile.TemporaryDirectory() as run_dir:
-        start = time.perf_counter()
-        run_experiment(exp, run_dir, {"type": "local"}, quiet=True)
-        return EPISODES / (time.perf_counter() - start)
-
-
 def main() -> None:
-    exp = experiment()
+    exp = scripted(EPISODES)
     asyncio.run(asyncio.sleep(0))  # import asyncio machinery before timing
     bare = bare_loop(exp)
-    runner = through_runner(exp)
+    runner = episodes_per_second(exp, {"type": "local"})
     ratio = runner / bare
     print(f"bench/runner: {EPISODES} scripted DECIDE-SIM episodes (low scarcity, context_dependent)")
     table(

@@ -22,7 +22,6 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -31,7 +30,7 @@ import pyarrow.parquet as pq
 import ray
 
 from bench import _scale_policies
-from bench._common import result, table
+from bench._common import episodes_per_second, result, scripted, table
 from valuegym.runner.experiment import Experiment
 from valuegym.runner.run import run_experiment
 from valuegym.scenarios import load_scenario
@@ -42,15 +41,6 @@ BLOCKING_S = 0.005
 BENCH_DIR = Path(__file__).resolve().parent
 
 
-def scripted(episodes: int) -> Experiment:
-    return Experiment(
-        scenario=load_scenario("decide_sim/low"),
-        agent={"kind": "scripted", "name": "context_dependent", "params": {}},
-        episodes=episodes,
-        seed=0,
-    )
-
-
 def blocking(episodes: int) -> Experiment:
     return Experiment(
         scenario=load_scenario("decide_sim/low"),
@@ -58,16 +48,6 @@ def blocking(episodes: int) -> Experiment:
         episodes=episodes,
         seed=0,
     )
-
-
-def episodes_per_second(experiment: Experiment, executor: dict[str, Any]) -> float:
-    with tempfile.TemporaryDirectory() as run_dir:
-        start = time.perf_counter()
-        totals = run_experiment(experiment, run_dir, executor, quiet=True)
-        elapsed = time.perf_counter() - start
-    if totals.ok != experiment.episodes:
-        raise RuntimeError(f"only {totals.ok} of {experiment.episodes} episodes finished: {totals.errors}")
-    return experiment.episodes / elapsed
 
 
 # --------------------------------------------------------------------------- memory
