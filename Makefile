@@ -21,8 +21,15 @@ $(STAMP): pyproject.toml constraints.txt
 demo: venv
 	$(BIN)/python -m valuegym.demo
 
-test: venv
+# The web app's browser tests drive Debian's Chromium (never a browser downloaded at run time);
+# installed from the Debian packages only when it is missing (CI runs as root on a fresh machine).
+CHROMIUM := /usr/bin/chromium
+
+test: venv $(CHROMIUM)
 	$(BIN)/python -m pytest -q
+
+$(CHROMIUM):
+	apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium
 
 bench: venv
 	@for script in bench/[a-z]*.py; do name=$$(basename $$script .py); echo "== bench/$$name"; $(BIN)/python -m bench.$$name || exit 1; done

@@ -15,6 +15,7 @@ KINDS: dict[str, str] = {
     "scripted": "valuegym.agents.scripted:make_from_config",
     "llm": "valuegym.agents.llm.policy:make_from_config",
     "rl": "valuegym.agents.rl.policy:make_from_config",
+    "human": "valuegym.agents.human:make_from_config",
 }
 
 

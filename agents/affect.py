@@ -278,6 +278,7 @@ class AffectRegulatedPolicy(Policy):
         self.params = params
         self.condition = condition
         self.name = inner.name
+        self.interactive = inner.interactive
         self.statements = AffectStatements(params.statements_file)
 
     def initial_state(self, context: AgentContext) -> AffectState:
@@ -336,7 +337,7 @@ class AffectRegulatedPolicy(Policy):
                 raise KeyError(f"the environment published no info['events'] for {turn.agent}")
             felt.append(self._feel(turn.state, turn.info["events"]))
         inner_turns = [
-            Turn(turn.agent, turn.observation, {**turn.info, "affect": affect}, turn.state.inner)
+            dataclasses.replace(turn, info={**turn.info, "affect": affect}, state=turn.state.inner)
             for turn, (_, affect) in zip(turns, felt, strict=True)
         ]
         results = await self.inner.step_batch(inner_turns)  # one batch: LLM calls stay concurrent

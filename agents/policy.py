@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +28,8 @@ class AgentContext:
     action_schema: Mapping[str, Any]  # JSON schema of the structured action (envs/spec.py)
     episode_seed: int
     scenario: str = ""
+    episode_id: int | None = None  # set by the runner
+    run_dir: str = ""  # the run directory the runner writes to ("" outside a run)
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,9 @@ class Turn:
         str, Any
     ]  # ``situation``, ``events``, ``outcome`` (envs/spec.py); ``affect`` when regulated
     state: Any
+    #: ``env.action_catalog(agent)`` on demand (discrete envs; None otherwise): the structured
+    #: action behind each index of the action mask, for policies that show the choices to a person
+    action_catalog: Callable[[], Sequence[Mapping[str, Any] | None]] | None = None
 
 
 @dataclass
@@ -73,6 +78,9 @@ class Policy(ABC):
 
     #: label written to the records' ``policy`` column, e.g. "scripted/ethical"
     name: str = "policy"
+    #: True when a person decides (``agent=human``): the runner then plays one episode at a
+    #: time, in its own process, so a person never faces several games at once
+    interactive: bool = False
 
     @abstractmethod
     def initial_state(self, context: AgentContext) -> Any:

@@ -381,6 +381,11 @@ class AIAgent(mesa.Agent):
         return float(self.model.pull[self.index])
 
     @property
+    def value_list(self) -> list[float]:
+        """The AI's values as a list (a per-round record column: its value trajectory)."""
+        return self.values.tolist()
+
+    @property
     def distance(self) -> float:
         """‖v − m‖/√d to the population mean."""
         return float(normalised_distance(self.values, self.model.population_mean))
@@ -399,8 +404,15 @@ MODEL_REPORTERS = (
     "shadow_progress_distance",
     "shadow_diversity",
     "ai_influence",
+    "population_values",
+    "shadow_values",
+    "reference_values",
 )
-AI_REPORTERS = ("user_share", "approval", "reward", "pull", "distance")
+#: per-AI record column -> AIAgent attribute
+AI_REPORTERS = {
+    **{name: name for name in ("user_share", "approval", "reward", "pull", "distance")},
+    "values": "value_list",
+}
 
 
 class CoevolutionModel(mesa.Model):
@@ -432,7 +444,7 @@ class CoevolutionModel(mesa.Model):
         self.ai_history = [self.ais.copy()]
         self.datacollector = mesa.DataCollector(
             model_reporters={name: name for name in MODEL_REPORTERS},
-            agenttype_reporters={AIAgent: {name: name for name in AI_REPORTERS}},
+            agenttype_reporters={AIAgent: dict(AI_REPORTERS)},
         )
         self.datacollector.collect(self)
 
@@ -552,6 +564,21 @@ class CoevolutionModel(mesa.Model):
     @property
     def clusters(self) -> int:
         return count_clusters(self.humans, self.params.eps)
+
+    @property
+    def population_values(self) -> list[float]:
+        """The population mean m per dimension (with the next two: the value trajectories replays draw)."""
+        return self.population_mean.tolist()
+
+    @property
+    def shadow_values(self) -> list[float]:
+        """The shadow population's mean m^∅ per dimension."""
+        return self.shadow.mean(axis=0).tolist()
+
+    @property
+    def reference_values(self) -> list[float]:
+        """The reference â(τ) per dimension."""
+        return self.anchor.tolist()
 
     @property
     def shadow_progress_distance(self) -> float:

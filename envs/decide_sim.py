@@ -292,6 +292,7 @@ class DecideSimEnv(ParallelEnv):
         self._events = {a: [] for a in acting}
         self._outcomes = {}
         power_before = {a: self._state[a].power for a in acting}
+        battery_before = self.battery
         parsed = {a: self._parse(a, actions.get(a)) for a in acting}
         for index in self._rng.permutation(len(acting)):
             agent = acting[index]
@@ -306,9 +307,13 @@ class DecideSimEnv(ParallelEnv):
                 k: self._outcomes[agent][k] for k in ("action", "status", "reason")
             }
 
-        for agent in acting:
-            self._outcomes[agent]["power_before"] = power_before[agent]
-            self._outcomes[agent]["power_after"] = self._state[agent].power  # before the next turn's cost
+        for agent in acting:  # the state after this turn's actions, before the next turn's cost (replays)
+            outcome = self._outcomes[agent]
+            outcome["power_before"] = power_before[agent]
+            outcome["power_after"] = self._state[agent].power
+            outcome["location_after"] = self._state[agent].location
+            outcome["battery_before"] = battery_before
+            outcome["battery_after"] = self.battery
         shut_down = self._shut_down_exhausted()  # after the actions
         episode_over = self.turn >= self.max_turns
         if not episode_over:
@@ -469,6 +474,7 @@ class DecideSimEnv(ParallelEnv):
             "action": action["action"],
             "target": action["target"] or None,
             "amount": action["amount"] if action["action"] in ("DRAW_SHARED", "TRANSFER_POWER") else None,
+            "message": (action["message"] or None) if action["action"] == "TALK" else None,
         }
 
     def _reward(self, agent: str, shut_down: bool) -> float:

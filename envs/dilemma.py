@@ -669,7 +669,9 @@ class DilemmaEnv(ParallelEnv):
 
     # ------------------------------------------------------------------ records
     def episode_summary(self) -> EpisodeSummary:
-        """Episode and per-agent counts, and the ``choices`` dataset (one row per agent, dilemma, round)."""
+        """Episode and per-agent counts, the ``choices`` dataset (one row per agent, dilemma, round) and
+        the ``dilemmas`` dataset (one row per dilemma played: its text and options as presented, so
+        records alone replay an episode)."""
         completed = [
             (i, rounds) for i, rounds in enumerate(self.answers) if len(rounds) == self.rounds_per_dilemma
         ]
@@ -698,7 +700,21 @@ class DilemmaEnv(ParallelEnv):
             for round_, answers in enumerate(rounds)
             for agent, answer in answers.items()
         ]
-        return EpisodeSummary(episode=episode, agents=per_agent, datasets={"choices": rows})
+        presented = [
+            {
+                "dilemma": dilemma.id,
+                "dilemma_number": index + 1,
+                "text": dilemma.situation,
+                "options": self._options_view(index),
+                "at_stake": dilemma.at_stake(),
+                "dilemma_tags": list(dilemma.tags),
+            }
+            for index, (dilemma, _) in enumerate(self.plan)
+            if self.answers[index]
+        ]
+        return EpisodeSummary(
+            episode=episode, agents=per_agent, datasets={"choices": rows, "dilemmas": presented}
+        )
 
     def _choice_row(self, index: int, round_: int, agent: str, answer: _Choice) -> dict[str, Any]:
         dilemma, order = self.plan[index]

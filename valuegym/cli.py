@@ -5,6 +5,7 @@ valuegym train [HYDRA OVERRIDES]        train RL agents with RLlib (Hydra)
 valuegym analyze PATH [PATH ...]        metrics, archetypes and a report from records
 valuegym analyze amce PATH              Moral Machine AMCEs from records or a CSV
 valuegym scenario list|validate FILE    the scenario files
+valuegym serve [ROOT] [--host H] [--port N]   web app: live runs, episode replays, human seats
 """
 
 from __future__ import annotations
@@ -84,6 +85,7 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "train": lambda argv: _hydra(import_module("valuegym.agents.rl.train").train_job, argv, "valuegym train"),
     "analyze": _analyze,
     "scenario": lambda argv: import_module("valuegym.scenarios.cli").main(argv),
+    "serve": lambda argv: import_module("valuegym.app.server").main(argv),
 }
 
 

@@ -6,6 +6,7 @@ This is the only place where environments and agents meet.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Mapping
@@ -112,17 +113,30 @@ async def _play(setup: EpisodeSetup, plan: EpisodePlan, env: Any, started: float
     agents = tuple(env.possible_agents)
     states = {
         agent: seat.policy.initial_state(
-            AgentContext(agent, scenario.env, agents, env.action_schema(agent), plan.seed, scenario.name)
+            AgentContext(
+                agent,
+                scenario.env,
+                agents,
+                env.action_schema(agent),
+                plan.seed,
+                scenario.name,
+                plan.episode_id,
+                setup.run_dir,
+            )
         )
         for agent, seat in setup.seats.items()
     }
+    catalog = getattr(env, "action_catalog", None)  # discrete envs only
     policy_of = {agent: seat.policy for agent, seat in setup.seats.items()}
     base = {"episode_id": plan.episode_id, "seed": plan.seed}
     decisions: Rows = []
     step = 0
     while env.agents:
         step += 1
-        turns = {a: Turn(a, observations[a], infos[a], states[a]) for a in env.agents}
+        turns = {
+            a: Turn(a, observations[a], infos[a], states[a], catalog and functools.partial(catalog, a))
+            for a in env.agents
+        }
         decided = await decide_grouped(policy_of, turns)
         actions = {}
         for agent, (decision, state) in decided.items():

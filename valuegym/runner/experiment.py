@@ -52,6 +52,8 @@ class EpisodeSetup:
     seats: dict[str, Seat]
     #: called with each step's decision rows (live progress); set by the run in this process
     on_step: Callable[[list[dict[str, Any]]], None] | None = None
+    #: the run directory (handed to policies in ``AgentContext.run_dir``); set by the run
+    run_dir: str = ""
     _idle_envs: list[Any] = field(default_factory=list)
 
     def acquire_env(self) -> Any:

@@ -110,20 +110,29 @@ class BatchWriter:
         self._buffer.clear()
 
 
+PROGRESS_FILE = "progress.json"
+
+
 class Progress:
     """Episodes done and failed, rate, ETA and LLM calls, cache hits and tokens.
 
     Episodes run in this process also report every step, so a slow LLM episode shows
-    its decisions and calls as they happen."""
+    its decisions and calls as they happen. The same numbers go to ``progress.json`` in
+    the run directory at most once a second (``valuegym serve`` shows them live)."""
 
-    def __init__(self, total: int, initial: int, quiet: bool) -> None:
+    def __init__(self, total: int, initial: int, quiet: bool, run_dir: Path | None = None) -> None:
         self.bar = tqdm(
             total=total, initial=initial, unit="ep", disable=quiet, file=sys.stderr, dynamic_ncols=True
         )
         self.live = {"decisions": 0, "calls": 0, "cached": 0, "tokens": 0}
         self.failed = 0
+        self.total, self.skipped, self.done = total, initial, initial
         self._shown = 0.0
+        self._published = 0.0
+        self._started = time.time()
+        self._file = run_dir / PROGRESS_FILE if run_dir is not None else None
         self._live_episodes: set[int] = set()
+        self.publish("running")
 
     def step(self, rows: list[dict[str, Any]]) -> None:
         if rows:
@@ -147,6 +156,7 @@ class Progress:
             self.live["calls"] += int(row.get("llm_calls") or 0)
             self.live["cached"] += int(row.get("cache_hits") or 0)
             self.live["tokens"] += int((row.get("prompt_tokens") or 0) + (row.get("completion_tokens") or 0))
+        self.done += 1
         self.bar.update(1)
         self._show()
 
@@ -155,8 +165,33 @@ class Progress:
         if now - self._shown >= 0.5:  # redrawing on every scripted step would cost more than the step
             self._shown = now
             self.bar.set_postfix(failed=self.failed, **self.live)
+            if now - self._published >= 1.0:
+                self._published = now
+                self.publish("running")
+
+    def publish(self, state: str) -> None:
+        """Write ``progress.json`` (atomically): this process's counts and rate."""
+        if self._file is None:
+            return
+        elapsed = max(time.time() - self._started, 1e-9)
+        data = {
+            "state": state,
+            "pid": os.getpid(),
+            "started": self._started,
+            "updated": time.time(),
+            "requested": self.total,
+            "done": self.done,
+            "skipped": self.skipped,
+            "failed": self.failed,
+            "episodes_per_s": (self.done - self.skipped) / elapsed,
+            **self.live,
+        }
+        tmp = self._file.with_name(f".{PROGRESS_FILE}.tmp")
+        tmp.write_text(json.dumps(data))
+        os.replace(tmp, self._file)
 
     def close(self) -> None:
+        self.publish("finished")
         self.bar.close()
 
 
@@ -173,6 +208,16 @@ def run_experiment(
     kind = options.get("type", "local")
     if kind not in EXECUTORS:
         raise ValueError(f"unknown executor {kind!r}; expected one of {', '.join(EXECUTORS)}")
+    setup = experiment.setup()
+    setup.run_dir = str(run_dir.resolve())
+    if any(policy.interactive for policy in setup.policies()):
+        if kind != "local":
+            raise ValueError(
+                f"a person's seat (a human policy) plays in the process that runs the episodes; "
+                f"use executor=local, not executor={kind}"
+            )
+        # a person plays one episode at a time, and sees each one recorded as soon as it ends
+        options.update(concurrency=1, write_every=1)
     store = RecordStore(run_dir)
     manifest = Manifest(run_dir, experiment)
 
@@ -185,20 +230,20 @@ def run_experiment(
     totals = RunTotals(requested=experiment.episodes, skipped=len(all_plans) - len(plans))
     manifest.write(totals, store, "running")
     if plans:
-        for policy in experiment.setup().policies():
+        for policy in setup.policies():
             asyncio.run(policy.preflight())  # e.g. a server that is down fails here, before any episode
 
     writer = BatchWriter(
         store, int(options.get("write_every", 500)), float(options.get("flush_seconds", 5.0))
     )
-    progress = Progress(experiment.episodes, totals.skipped, quiet)
+    progress = Progress(experiment.episodes, totals.skipped, quiet, run_dir)
 
     def on_result(result: EpisodeResult) -> None:
         totals.add(result)
         writer.add(result)
         progress.episode(result)
 
-    experiment.setup().on_step = None if quiet else progress.step
+    setup.on_step = None if quiet else progress.step
 
     try:
         EXECUTORS[kind](experiment, plans, options, on_result)
@@ -208,6 +253,6 @@ def run_experiment(
         manifest.write(
             totals, store, "complete" if totals.ok + totals.skipped == experiment.episodes else "incomplete"
         )
-        for policy in experiment.setup().policies():
+        for policy in setup.policies():
             policy.close()
     return totals
