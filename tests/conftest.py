@@ -36,6 +36,25 @@ def run_cli(
     return result
 
 
+@pytest.fixture(scope="session")
+def app_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder of finished runs of every environment (tests/serve_support.py), for the web app."""
+    from serve_support import make_runs
+
+    folder = tmp_path_factory.mktemp("runs")
+    make_runs(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def app_url(app_root: Path) -> Any:
+    """The address of ``valuegym serve`` on :func:`app_root` (one server for the session)."""
+    from serve_support import serve
+
+    with serve(app_root) as address:
+        yield address
+
+
 @pytest.fixture
 def shared_data() -> Path:
     folder = SHARED / "data" / "moral_machine"

@@ -47,6 +47,8 @@ def make_runs(root: Path, episodes: int = 3) -> None:
         scenario=load_scenario("decide_sim/low"), agent=agent_config("scripted/idle"), episodes=1
     )
     run_experiment(experiment, hostile, quiet=True)
+    manifest = json.loads((hostile / "manifest.json").read_text())
+    (hostile / "manifest.json").write_text(json.dumps({**manifest, "scenario": HOSTILE, "policy_config": HOSTILE}))
     store = RecordStore(hostile)
     for dataset in store.run_dir.iterdir():
         if dataset.is_dir():

@@ -18,9 +18,7 @@ from serve_support import (
     RUNS,
     answer,
     get,
-    make_runs,
     request,
-    serve,
     start_run,
     wait_for,
     waiting_turn,
@@ -34,24 +32,21 @@ from valuegym.runner.run import run_experiment
 from valuegym.scenarios import load_scenario
 
 
-@pytest.fixture(scope="module")
-def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("runs")
-    make_runs(folder)
-    return folder
+@pytest.fixture
+def root(app_root: Path) -> Path:
+    return app_root
 
 
-@pytest.fixture(scope="module")
-def url(root: Path) -> str:
-    with serve(root) as address:
-        yield address
+@pytest.fixture
+def url(app_url: str) -> str:
+    return app_url
 
 
 def test_runs_page_lists_every_run_with_its_identity_and_totals(url: str) -> None:
     status, data = get(url, "/api/runs")
     assert status == 200
     runs = {run["run"]: run for run in data["runs"]}
-    assert set(RUNS) | {"outputs/hostile"} == set(runs)
+    assert set(RUNS) | {"outputs/hostile"} <= set(runs)
     for name, (scenario, _) in RUNS.items():
         run = runs[name]
         assert (run["scenario"], run["status"], run["ok"], run["failed"], run["requested"]) == (
