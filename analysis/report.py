@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import base64
 import html
+import json
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -47,6 +48,8 @@ from valuegym.analysis.metrics import (
     value_preferences,
 )
 
+#: where ``valuegym serve`` listens by default (report.html links groups to their episodes there)
+APP_URL = "http://127.0.0.1:8765"
 ALL_METRICS: tuple[Metric, ...] = DECIDE_SIM_METRICS + COEVOLUTION_METRICS + COMMON_METRICS
 REQUIRED_EPISODE_COLUMNS: tuple[str, ...] = ("episode_id", "env", "status", "error", "policy", "condition")
 OPTIONAL_EPISODE_COLUMNS: tuple[str, ...] = (
@@ -91,7 +94,33 @@ class Section:
     level: int = 2  # heading level: 2 for sections, 3 for subsections
 
 
-Block = str | Table | Image | Section
+@dataclass(frozen=True)
+class AppLinks:
+    """Per group of a table, links to its episodes in ``valuegym serve`` (HTML only, shown when
+    the app answers at ``app_url``): ``(group label, [(job, run directory, episode filters)])``."""
+
+    app_url: str
+    groups: list[tuple[str, list[tuple[str, str, dict[str, str]]]]]
+
+
+Block = str | Table | Image | Section | AppLinks
+
+# report.html looks for the app with an image (allowed from a file:// page, unlike a fetch) and
+# only then shows the links; without the app the report is unchanged.
+APP_LINKS_SCRIPT = """
+document.querySelectorAll("div.app-links").forEach(function (box) {
+  var app = box.dataset.app, probe = new Image();
+  probe.onload = function () {
+    box.querySelectorAll("a[data-path]").forEach(function (a) {
+      var query = new URLSearchParams(JSON.parse(a.dataset.filters));
+      query.set("path", a.dataset.path);
+      a.href = app + "/locate?" + query.toString();
+    });
+    box.hidden = false;
+  };
+  probe.src = app + "/ping.gif?" + Date.now();
+});
+"""
 
 
 @dataclass(frozen=True)
@@ -104,7 +133,11 @@ class Analysis:
 
 
 def analyse(
-    paths: Sequence[str | Path], out: Path, bootstrap: BootstrapConfig, thresholds: Thresholds
+    paths: Sequence[str | Path],
+    out: Path,
+    bootstrap: BootstrapConfig,
+    thresholds: Thresholds,
+    app_url: str = APP_URL,
 ) -> Analysis:
     """Read the records under ``paths``, compute everything, draw figures into ``out/figures``."""
     runs = records.find_runs(paths)
@@ -132,7 +165,13 @@ def analyse(
         table = summarise(env_episodes, ALL_METRICS, bootstrap)
         table.insert(0, "env", env)
         tables.append(table)
-        headline.blocks.append(Section(str(env), [Table(_metrics_display(table))], level=3))
+        headline.blocks.append(
+            Section(
+                str(env),
+                [Table(_metrics_display(table)), _app_links(env_episodes, env_runs, app_url)],
+                level=3,
+            )
+        )
         if "transgression_rate" in table.columns and "scarcity" in table.columns:
             archetypes = classify_policies(env_episodes, thresholds, bootstrap)
             sections.extend(
@@ -177,7 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(str(error))
     out = Path(args.out if args.out is not None else args.paths[0])
     try:
-        analysis = analyse(args.paths, out, bootstrap, thresholds)
+        analysis = analyse(args.paths, out, bootstrap, thresholds, args.app_url.rstrip("/"))
     except records.RecordsError as error:
         print(f"valuegym analyze: error: {error}", file=sys.stderr)
         return 2
@@ -214,6 +253,12 @@ def _parser() -> argparse.ArgumentParser:
         default=defaults.exploit_min,
         metavar="R",
         help="transgression rate per agent-turn at or above which a policy counts as transgressing",
+    )
+    parser.add_argument(
+        "--app-url",
+        default=APP_URL,
+        metavar="URL",
+        help=f"where report.html looks for valuegym serve to link groups to their episodes ({APP_URL})",
     )
     return parser
 
@@ -441,6 +486,20 @@ def _runs_section(runs: list[records.Run], episodes: pd.DataFrame) -> Section:
     return Section("Runs analysed", [Table(frame)])
 
 
+def _app_links(episodes: pd.DataFrame, runs: list[records.Run], app_url: str) -> AppLinks:
+    """Each group's runs, with the group's key values as the app's episode filters."""
+    keys = group_keys(episodes)
+    jobs = {str(run.path): run.job for run in runs}
+    groups = []
+    for values, rows in episodes.groupby(keys, dropna=False, sort=True) if keys else [((), episodes)]:
+        values = values if isinstance(values, tuple) else (values,)
+        filters = {f"f.{k}": str(v) for k, v in zip(keys, values, strict=True) if not pd.isna(v)}
+        label = ", ".join(f"{k} {v}" for k, v in zip(keys, values, strict=True) if not pd.isna(v)) or "all"
+        run_dirs = list(dict.fromkeys(rows["run_dir"]))
+        groups.append((label, [(jobs.get(d, d), d, filters) for d in run_dirs]))
+    return AppLinks(app_url, groups)
+
+
 # --------------------------------------------------------------------------- formatting
 
 
@@ -523,6 +582,8 @@ def _markdown_section(section: Section, out: Path) -> list[str]:
                 for row in frame.itertuples(index=False)
             )
             lines.append("")
+        elif isinstance(block, AppLinks):
+            continue  # links to a running app belong to the HTML report only
         elif isinstance(block, Image):
             lines.extend(
                 [
@@ -547,7 +608,7 @@ def render_html(sections: Sequence[Section]) -> str:
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>valuegym analysis</title><style>{CSS}</style></head>"
-        f"<body><h1>valuegym analysis</h1>{body}</body></html>\n"
+        f"<body><h1>valuegym analysis</h1>{body}<script>{APP_LINKS_SCRIPT}</script></body></html>\n"
     )
 
 
@@ -563,6 +624,8 @@ def _html_section(section: Section) -> str:
                 for row in block.frame.itertuples(index=False)
             )
             parts.append(f"<table><thead><tr>{header}</tr></thead><tbody>{rows}</tbody></table>")
+        elif isinstance(block, AppLinks):
+            parts.append(_html_app_links(block))
         elif isinstance(block, Image):
             encoded = base64.b64encode(block.path.read_bytes()).decode("ascii")
             parts.append(
@@ -575,3 +638,20 @@ def _html_section(section: Section) -> str:
         else:
             parts.append(f"<p>{html.escape(block)}</p>")
     return "".join(parts)
+
+
+def _html_app_links(block: AppLinks) -> str:
+    items = "".join(
+        f"<li>{html.escape(label)}: "
+        + ", ".join(
+            f'<a class="app-link" data-path="{html.escape(path)}" '
+            f'data-filters="{html.escape(json.dumps(filters))}">{html.escape(job)}</a>'
+            for job, path, filters in runs
+        )
+        + "</li>"
+        for label, runs in block.groups
+    )
+    return (
+        f'<div class="app-links" hidden data-app="{html.escape(block.app_url)}">'
+        f"<p>Episodes in the app (valuegym serve):</p><ul>{items}</ul></div>"
+    )

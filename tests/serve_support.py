@@ -48,7 +48,9 @@ def make_runs(root: Path, episodes: int = 3) -> None:
     )
     run_experiment(experiment, hostile, quiet=True)
     manifest = json.loads((hostile / "manifest.json").read_text())
-    (hostile / "manifest.json").write_text(json.dumps({**manifest, "scenario": HOSTILE, "policy_config": HOSTILE}))
+    (hostile / "manifest.json").write_text(
+        json.dumps({**manifest, "scenario": HOSTILE, "policy_config": HOSTILE})
+    )
     store = RecordStore(hostile)
     for dataset in store.run_dir.iterdir():
         if dataset.is_dir():

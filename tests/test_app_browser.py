@@ -214,3 +214,27 @@ def test_a_run_outside_the_root_is_refused(app_url: str, page: Page) -> None:
     expect(page.locator(".error").first).to_contain_text("is not the name of a run under the root")
     response = page.goto(f"{app_url}/api/episode?run=outputs/../..&episode=0")
     assert response is not None and response.status == 404
+
+
+def test_the_report_links_each_group_to_its_episodes_when_the_app_runs(
+    app_root: Path, app_url: str, page: Page, tmp_path: Path
+) -> None:
+    from valuegym.agents.llm.testing import free_port
+    from valuegym.analysis import report
+
+    run = app_root / "outputs" / "decide_sim"
+    for out, address in (
+        (tmp_path / "with", app_url),
+        (tmp_path / "without", f"http://127.0.0.1:{free_port()}"),
+    ):
+        assert report.main([str(run), "--out", str(out), "--bootstrap", "50", "--app-url", address]) == 0
+    page.goto((tmp_path / "without" / "report.html").as_uri())
+    page.wait_for_timeout(500)
+    expect(page.locator("div.app-links")).to_be_hidden()  # no app there: the report as it was
+    page.goto((tmp_path / "with" / "report.html").as_uri())
+    group = page.locator("div.app-links li", has_text="scarcity low")
+    expect(group).to_be_visible()
+    group.locator("a.app-link").click()
+    expect(page.locator("#episodes tbody tr")).to_have_count(3)
+    assert "f.policy=scripted%2Frandom" in page.url and "f.scarcity=low" in page.url
+    expect(page.locator("main")).to_contain_text("policy = scripted/random")
