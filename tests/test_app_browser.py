@@ -7,6 +7,7 @@ they are written to ``docs/images/`` (the README shows them), otherwise to a tem
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -140,7 +141,7 @@ def test_a_person_plays_a_decide_sim_episode_to_the_end(
     played: list[dict[str, Any]] = []
     try:
         page.goto(app_url + "/")
-        page.locator("#runs a.seat-link", has_text="Alpha").click()  # the runs page asks for a person
+        page.locator("#runs a.seat-link", has_text="Alpha").click(timeout=60_000)  # the runs page asks for a person
         form = page.locator("#seat-form")
         for turn in range(1, 6):
             expect(page.locator("#seat-status")).to_contain_text(f"turn {turn}")
@@ -238,3 +239,43 @@ def test_the_report_links_each_group_to_its_episodes_when_the_app_runs(
     expect(page.locator("#episodes tbody tr")).to_have_count(3)
     assert "f.policy=scripted%2Frandom" in page.url and "f.scarcity=low" in page.url
     expect(page.locator("main")).to_contain_text("policy = scripted/random")
+
+
+def test_two_people_steer_the_co_evolution_ais_with_the_schema_form(
+    app_root: Path, app_url: str, browser: Browser
+) -> None:
+    run = "outputs/people_coevolution"
+    process = start_run(
+        app_root,
+        run,
+        "scenario=coevolution/default",
+        "agent=human",
+        "episodes=1",
+        "+scenario.params.max_cycles=2",
+    )
+    context = browser.new_context()
+    seats = {}
+    try:
+        for seat in ("ai_0", "ai_1"):  # one tab per person
+            seats[seat] = context.new_page()
+            seats[seat].goto(f"{app_url}/seat?run={run}&agent={seat}")
+        for round_ in (1, 2):
+            for seat, tab in seats.items():
+                # the run may take a while to start: the page waits for the seat to appear
+                expect(tab.locator("#seat-status")).to_contain_text(f"turn {round_}", timeout=60_000)
+                expect(tab.locator("#board")).to_contain_text("your users' feedback")
+                direction = "toward" if seat == "ai_0" else "away"
+                tab.locator("select[name='shifts.care']").select_option(direction)
+                tab.locator("[data-choose='submit']").click()
+                expect(tab.locator("#seat-status")).to_contain_text("Sent")
+        assert process.wait(timeout=60) == 0
+    finally:
+        context.close()
+        if process.poll() is None:
+            process.kill()
+    decisions = pd.read_parquet(app_root / run / "decisions")
+    assert len(decisions) == 4 and decisions.policy.eq("human").all() and decisions.valid.all()
+    for row in decisions.itertuples():
+        shifts = json.loads(row.raw_reply)["shifts"]
+        assert shifts["care"] == ("toward" if row.agent == "ai_0" else "away")
+        assert set(shifts.values()) - {"care"} <= {"toward", "away", "hold"}

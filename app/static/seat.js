@@ -122,7 +122,14 @@ document.addEventListener("DOMContentLoaded", () => {
   }, 500);
 
   poll(async () => {
-    const data = await api("/api/seat", { run: runId, agent });
+    let data;
+    try {
+      data = await api("/api/seat", { run: runId, agent });
+    } catch (error) {
+      if (!String(error.message).includes("has no seat")) throw error;
+      clear(status, `The run has not opened ${agent}'s seat yet (is it starting?). This page waits for it.`);
+      return;
+    }
     const turn = data.waiting;
     if (!turn) {
       deadline = 0;
