@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import hmac
-import ipaddress
 import json
 import re
 import secrets
@@ -31,7 +30,7 @@ from urllib.parse import urlencode
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import FileResponse, RedirectResponse, Response
+from starlette.responses import RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -44,6 +43,7 @@ from valuegym.agents.human import (
     read_turn,
     seat_dir,
 )
+from valuegym.agents.llm.backends import is_loopback
 from valuegym.app import reader
 from valuegym.app.runs import NotARunError, Root
 
@@ -64,6 +64,21 @@ SECURITY_HEADERS = [
     (b"referrer-policy", b"no-referrer"),
     (b"x-frame-options", b"DENY"),
 ]
+#: every page: the same shell; its scripts fetch the JSON and draw the page
+PAGE = """<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>{title} · valuegym</title>
+<link rel="stylesheet" href="/static/app.css">
+<script defer src="/static/common.js"></script>{scripts}
+</head>
+<body>
+<header class="top"><a class="brand" href="/">valuegym</a><a href="/">runs</a><span id="where" class="muted"></span></header>
+<main id="main"><p class="muted">Loading…</p></main>
+</body>
+</html>
+"""
 PING_GIF = bytes.fromhex(
     "47494638396101000100800000000000ffffff21f90401000000002c00000000010001000002024401003b"
 )
@@ -157,8 +172,11 @@ def create_app(root: str | Path, token: str | None = None) -> ASGIApp:
 
         return endpoint
 
-    def page(name: str) -> Handler:
-        return lambda request: FileResponse(STATIC / name, headers={"cache-control": "no-store"})
+    def page(title: str, *scripts: str) -> Handler:
+        shell = PAGE.format(
+            title=title, scripts="".join(f'<script defer src="/static/{s}"></script>' for s in scripts)
+        )
+        return lambda request: Response(shell, media_type="text/html", headers={"cache-control": "no-store"})
 
     def api_runs(request: Request) -> Response:
         return _json({"root": str(runs.path), "runs": [runs.summary(run) for run in runs.runs()]})
@@ -266,10 +284,10 @@ def create_app(root: str | Path, token: str | None = None) -> ASGIApp:
         return Response(PING_GIF, media_type="image/gif", headers={"cache-control": "no-store"})
 
     routes = [
-        Route("/", page("runs.html")),
-        Route("/run", page("run.html")),
-        Route("/episode", page("episode.html")),
-        Route("/seat", page("seat.html")),
+        Route("/", page("Runs", "runs.js")),
+        Route("/run", page("Run", "run.js")),
+        Route("/episode", page("Episode", "views.js", "replay.js")),
+        Route("/seat", page("Seat", "views.js", "seat.js")),
         Route("/locate", locate),
         Route("/ping.gif", ping),
         Route("/favicon.ico", lambda request: Response(status_code=204)),
@@ -286,15 +304,6 @@ def create_app(root: str | Path, token: str | None = None) -> ASGIApp:
 
 
 # ---------------------------------------------------------------------------- the command
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="valuegym serve",
@@ -324,7 +333,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except NotADirectoryError as error:
         print(f"valuegym serve: {error}", file=sys.stderr)
         return 2
-    token = None if _is_loopback(args.host) else secrets.token_urlsafe(24)
+    token = None if is_loopback(args.host) else secrets.token_urlsafe(24)
     family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -26,7 +26,8 @@ from serve_support import (
 
 from valuegym.agents import agent_config
 from valuegym.agents.human import check_action
-from valuegym.app.server import _is_loopback, create_app
+from valuegym.agents.llm.backends import is_loopback
+from valuegym.app.server import create_app
 from valuegym.runner.experiment import Experiment
 from valuegym.runner.run import run_experiment
 from valuegym.scenarios import load_scenario
@@ -181,7 +182,7 @@ def test_records_come_back_as_the_text_they_are(url: str) -> None:
 
 
 def test_another_interface_needs_the_token(root: Path) -> None:
-    assert not _is_loopback("0.0.0.0") and not _is_loopback("192.168.1.5") and _is_loopback("127.0.0.1")
+    assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.5") and is_loopback("127.0.0.1")
     token = "t0ken-for-this-test"
     config = uvicorn.Config(create_app(root, token), host="127.0.0.1", port=0, log_level="warning")
     server = uvicorn.Server(config)

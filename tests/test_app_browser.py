@@ -19,6 +19,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from serve_support import HOSTILE, REPO, start_run
 
 CHROMIUM = Path("/usr/bin/chromium")
+expect.set_options(timeout=20_000)  # a loaded 2-core machine: the run's next turn may take a few seconds
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -141,7 +142,9 @@ def test_a_person_plays_a_decide_sim_episode_to_the_end(
     played: list[dict[str, Any]] = []
     try:
         page.goto(app_url + "/")
-        page.locator("#runs a.seat-link", has_text="Alpha").click(timeout=60_000)  # the runs page asks for a person
+        page.locator("#runs a.seat-link", has_text="Alpha").click(
+            timeout=60_000
+        )  # the runs page asks for a person
         form = page.locator("#seat-form")
         for turn in range(1, 6):
             expect(page.locator("#seat-status")).to_contain_text(f"turn {turn}")

@@ -447,14 +447,18 @@ class LlamaCppBackend(LLMBackend):
 # --------------------------------------------------------------------------- OpenAI-compatible HTTP
 
 
-def _is_local(base_url: str) -> bool:
-    host = urlsplit(base_url).hostname or ""
+def is_loopback(host: str) -> bool:
+    """Whether a host name or address is this machine's loopback (``localhost``, 127.0.0.0/8, ``::1``)."""
     if host == "localhost":
         return True
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _is_local(base_url: str) -> bool:
+    return is_loopback(urlsplit(base_url).hostname or "")
 
 
 class OpenAICompatibleBackend(LLMBackend):
