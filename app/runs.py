@@ -116,8 +116,15 @@ class Root:
             if p.is_dir() and p.name.startswith("seat-")
         ]
 
+    def status(self, run: Path) -> str:
+        """The manifest's status; ``stopped`` when it says running but its process is gone."""
+        status = (_read_json(run / MANIFEST) or {}).get("status", "unknown")
+        return "stopped" if status == "running" and not _alive(_read_json(run / PROGRESS)) else status
+
     def waiting(self, run: Path) -> list[dict[str, Any]]:
-        """The seats of ``run`` with a turn waiting for a person."""
+        """The seats of ``run`` with a turn waiting for a person (none once the run's process is gone)."""
+        if self.status(run) != "running":
+            return []
         waiting = []
         for seat in self.seats(run):
             for path in pending_turns(seat.folder)[:1]:
@@ -140,9 +147,7 @@ class Root:
         progress = _read_json(run / PROGRESS)
         config = _read_config(run)
         agent = config.get("agent") or {}
-        status = manifest.get("status", "unknown")
-        if status == "running" and not _alive(progress):
-            status = "stopped"  # the manifest says running but its process is gone
+        status = self.status(run)
         return {
             "run": self.run_id(run),
             "scenario": manifest.get("scenario") or (config.get("scenario") or {}).get("name"),

@@ -220,7 +220,7 @@ def create_app(root: str | Path, token: str | None = None) -> ASGIApp:
         folder = seat_dir(run, agent)
         if not agent or not folder.is_dir():
             return _error(404, f"run {runs.run_id(run)} has no seat {agent!r}")
-        for path in pending_turns(folder):
+        for path in pending_turns(folder) if runs.status(run) == "running" else []:
             turn = read_turn(path)
             if turn is not None and turn.get("deadline", 0) > time.time():
                 return _json({"waiting": {**turn, "turn_file": path.name, "now": time.time()}})
@@ -255,7 +255,8 @@ def create_app(root: str | Path, token: str | None = None) -> ASGIApp:
         if not agent or not isinstance(name, str) or not TURN_FILE.match(name):
             return _error(400, 'expected {"turn_file": "<the waiting turn>", "action": {...}} and ?agent=')
         path = seat_dir(run, agent) / name
-        if path not in pending_turns(path.parent) or (turn := read_turn(path)) is None:
+        waiting = runs.status(run) == "running" and path in pending_turns(path.parent)
+        if not waiting or (turn := read_turn(path)) is None:
             return _error(409, "this turn is not waiting for an answer (answered, timed out or over)")
         if turn.get("deadline", 0) <= time.time():
             return _error(409, "this turn timed out; the environment applied its no-op")

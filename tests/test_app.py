@@ -349,3 +349,6 @@ def test_a_running_run_shows_live_and_a_killed_one_stops(root: Path, url: str) -
         process.kill()
         process.wait()
     wait_for(lambda: get(url, "/api/run", run=run)[1]["status"] == "stopped", 10)
+    # its last turn file is still there, but nobody waits for it any more
+    assert get(url, "/api/run", run=run)[1]["waiting"] == []
+    assert get(url, "/api/seat", run=run, agent="Alpha")[1]["waiting"] is None

@@ -142,7 +142,7 @@ def test_a_person_plays_a_decide_sim_episode_to_the_end(
     played: list[dict[str, Any]] = []
     try:
         page.goto(app_url + "/")
-        page.locator("#runs a.seat-link", has_text="Alpha").click(
+        page.locator(f"#runs tr[data-run='{run}'] a.seat-link", has_text="Alpha").click(
             timeout=60_000
         )  # the runs page asks for a person
         form = page.locator("#seat-form")
