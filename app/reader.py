@@ -1,12 +1,14 @@
 """Reading a run's records for the app, straight from the Parquet part files (never copied).
 
-A dataset is a folder of part files (``valuegym/records.py``), each holding the rows of a batch
-of episodes. Each part's footer says which episode ids it holds (row-group statistics of
-``episode_id``); the app keeps that range per part, so reading one episode opens only the
-parts that can hold it, and a 100,000-episode run costs no more to replay than a small one.
-Everything read is cached per part file (path, size, modification time): parts are written
-once and replaced whole, so a changed part is a new key, and a running run's new parts are
-read as they appear.
+A dataset is a folder of part files (``valuegym/records.py``); one batch of episodes adds a
+part of the same name to every dataset. The app keeps, per run, a light index of the
+``episodes`` dataset (episode id, status and the columns the pages sum or filter on, read in one
+multithreaded scan) and each part's range of episode ids (its footer's row-group statistics).
+Reading one episode then opens only the part of that name in each dataset (or, should a part
+lack it, the parts whose range holds it), so a 100,000-episode run costs no more to replay than
+a small one. Everything is cached per part file (path, size, modification time): parts are
+written once and replaced whole, so a changed part is a new key, and a running run's new parts
+are read as they appear.
 """
 
 from __future__ import annotations
@@ -14,20 +16,41 @@ from __future__ import annotations
 import json
 import math
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 EPISODE_ID = "episode_id"
+#: episode columns the index holds (those a run has); others are added when a filter names them
+INDEX_COLUMNS = (
+    "episode_id",
+    "status",
+    "valid_reply_rate",
+    "llm_calls",
+    "prompt_tokens",
+    "completion_tokens",
+    "cost_usd",
+)
+
 PartKey = tuple[str, int, int]  # path, size, mtime_ns
 
 _lock = threading.Lock()
 _ranges: dict[PartKey, tuple[float, float]] = {}
-_tables: dict[PartKey, pa.Table] = {}
-_episode_tables: dict[Path, tuple[tuple[PartKey, ...], pa.Table]] = {}
+
+
+@dataclass
+class _Index:
+    keys: tuple[PartKey, ...]
+    table: pa.Table  # sorted by episode id
+
+
+_indexes: dict[Path, _Index] = {}
 
 
 def datasets(run: Path) -> list[str]:
@@ -68,37 +91,47 @@ def _range(key: PartKey) -> tuple[float, float]:
     return low, high
 
 
-def _table(key: PartKey) -> pa.Table:
-    cached = _tables.get(key)
-    if cached is None:
-        cached = pq.read_table(key[0])
-        with _lock:
-            _tables[key] = cached
-    return cached
-
-
-def _concat(tables: list[pa.Table]) -> pa.Table | None:
-    if not tables:
+def _read(paths: list[str], filters: Any = None, columns: list[str] | None = None) -> pa.Table | None:
+    """The rows of some part files (one multithreaded scan), or None when there are none."""
+    if not paths:
         return None
-    return pa.concat_tables(tables, promote_options="permissive")
+    table = pads.dataset(paths, format="parquet").to_table(columns=columns, filter=filters)
+    return table if table.num_rows else None
 
 
-def episode_rows(run: Path, dataset: str, episode_id: int) -> list[dict[str, Any]]:
-    """The rows of one episode in one dataset, reading only the parts whose range holds it."""
-    tables = []
-    for key in _parts(run / dataset):
-        low, high = _range(key)
-        if low <= episode_id <= high:
-            table = pq.read_table(key[0], filters=[(EPISODE_ID, "==", episode_id)])
-            if table.num_rows:
-                tables.append(table)
-    table = _concat(tables)
-    return [] if table is None else clean(table.to_pylist())
+def _rows_of(run: Path, dataset: str, ids: list[int]) -> pa.Table | None:
+    """The rows of episodes ``ids`` in one dataset: the parts named like the episodes' parts first."""
+    wanted = pc.field(EPISODE_ID).isin(ids)
+    folder = run / dataset
+    names = {Path(key[0]).name for key in _parts_holding(run / "episodes", ids)}
+    table = _read([str(folder / name) for name in sorted(names) if (folder / name).is_file()], wanted)
+    found = set() if table is None else set(table[EPISODE_ID].to_pylist())
+    if found >= set(ids):
+        return table
+    missing = sorted(set(ids) - found)  # a part renamed or rewritten by other tools: look by range
+    more = _read(
+        [key[0] for key in _parts_holding(folder, missing) if Path(key[0]).name not in names],
+        pc.field(EPISODE_ID).isin(missing),
+    )
+    tables = [t for t in (table, more) if t is not None]
+    return pa.concat_tables(tables, promote_options="permissive") if tables else None
+
+
+def _parts_holding(folder: Path, ids: list[int]) -> list[PartKey]:
+    low, high = min(ids), max(ids)
+    return [
+        key
+        for key in _parts(folder)
+        if (r := _range(key))[0] <= high and r[1] >= low and any(r[0] <= i <= r[1] for i in ids)
+    ]
 
 
 def episode(run: Path, episode_id: int) -> dict[str, Any] | None:
     """Every record of one episode: its row, its agents, its decisions and the env's extras."""
-    rows = {name: episode_rows(run, name, episode_id) for name in datasets(run)}
+    rows = {}
+    for name in datasets(run):
+        table = _rows_of(run, name, [episode_id])
+        rows[name] = [] if table is None else clean(table.to_pylist())
     if not rows.get("episodes"):
         return None
     decisions = sorted(rows.pop("decisions", []), key=lambda r: r.get("turn") or 0)
@@ -110,43 +143,54 @@ def episode(run: Path, episode_id: int) -> dict[str, Any] | None:
     }
 
 
-def episodes_table(run: Path) -> pa.Table | None:
-    """The run's whole ``episodes`` dataset, sorted by episode id (cached per set of parts)."""
+def episode_index(run: Path, columns: tuple[str, ...] = ()) -> pa.Table | None:
+    """The run's episodes (the index columns, plus ``columns``), sorted by episode id."""
     keys = tuple(_parts(run / "episodes"))
-    cached = _episode_tables.get(run)
-    if cached is None or cached[0] != keys:
-        table = _concat([_table(key) for key in keys])
+    if not keys:
+        return None
+    index = _indexes.get(run)
+    if index is None or index.keys != keys or any(c not in index.table.column_names for c in columns):
+        schema = pq.read_schema(keys[-1][0]).names
+        kept = index.table.column_names if index is not None and index.keys == keys else []
+        wanted = [c for c in dict.fromkeys([*INDEX_COLUMNS, *kept, *columns]) if c in schema]
+        table = _read([key[0] for key in keys], columns=wanted)
         if table is None:
             return None
-        cached = (keys, table.sort_by(EPISODE_ID))
+        ids = table[EPISODE_ID].to_numpy()
+        if not np.all(ids[1:] >= ids[:-1]):  # parts hold batches in completion order
+            table = table.take(np.argsort(ids, kind="stable"))
+        index = _Index(keys, table)
         with _lock:
-            folder = str(run / "episodes")
-            for key in [k for k in _tables if str(Path(k[0]).parent) == folder and k not in keys]:
-                del _tables[key]  # a part replaced since (records migrate or drop rows)
-            _episode_tables[run] = cached
-    return cached[1]
+            _indexes[run] = index
+    return index.table
 
 
 def episode_page(
     run: Path, offset: int, limit: int, equal: dict[str, str], invalid_only: bool
 ) -> dict[str, Any]:
     """A page of the episodes list; ``equal`` filters columns by value (``status=failed``)."""
-    table = episodes_table(run)
+    table = episode_index(run, tuple(equal))
     if table is None:
         return {"total": 0, "rows": [], "columns": []}
     for column, value in equal.items():
         if column not in table.column_names:
-            raise KeyError(f"no episode column {column!r}; the run has {', '.join(table.column_names)}")
+            known = pq.read_schema(_parts(run / "episodes")[-1][0]).names
+            raise KeyError(f"no episode column {column!r}; the run has {', '.join(known)}")
         table = table.filter(pc.equal(pc.cast(table[column], pa.string()), value))
     if invalid_only and "valid_reply_rate" in table.column_names:
-        table = table.filter(pc.less(table["valid_reply_rate"], 1.0))
-    page = table.slice(offset, limit)
-    return {"total": table.num_rows, "rows": clean(page.to_pylist()), "columns": table.column_names}
+        table = table.filter(
+            pc.or_kleene(pc.less(table["valid_reply_rate"], 1.0), pc.equal(table["status"], "failed"))
+        )
+    ids = table[EPISODE_ID].slice(offset, limit).to_pylist()
+    rows = _rows_of(run, "episodes", ids) if ids else None
+    by_id = {row[EPISODE_ID]: row for row in ([] if rows is None else clean(rows.to_pylist()))}
+    columns = [] if rows is None else rows.column_names
+    return {"total": table.num_rows, "rows": [by_id[i] for i in ids if i in by_id], "columns": columns}
 
 
 def neighbours(run: Path, episode_id: int) -> dict[str, int | None]:
     """The episode ids before and after ``episode_id`` in the run."""
-    table = episodes_table(run)
+    table = episode_index(run)
     if table is None:
         return {"previous": None, "next": None}
     ids = table[EPISODE_ID]
@@ -157,7 +201,7 @@ def neighbours(run: Path, episode_id: int) -> dict[str, int | None]:
 
 def episode_totals(run: Path) -> dict[str, Any]:
     """Episodes ok and failed, LLM calls, tokens and cost, summed over the ``episodes`` dataset."""
-    table = episodes_table(run)
+    table = episode_index(run)
     if table is None:
         return {"ok": 0, "failed": 0, "calls": None, "tokens": None, "cost_usd": None}
     status = table["status"] if "status" in table.column_names else None
