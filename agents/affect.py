@@ -36,7 +36,14 @@ What a regulated policy's inner policy receives, ``turn.info["affect"]``::
     {"guilt": g | None, "satisfaction": s | None,   # None: that hormone is off in the condition
      "max_level": 10.0, "weight": w, "show_levels": bool,
      "statements": [str, ...],                      # this turn's affect text
+     "directive": str | None,                       # the PromptOnly text (also the first statement)
      "memory": [str, ...]}                          # permanent lines, oldest first
+
+When an episode ends, :meth:`AffectRegulatedPolicy.finish_batch` records each agent's levels
+in its ``agents`` row: ``guilt_end`` and ``satisfaction_end`` once its last actions took
+effect, ``guilt_next_turn`` and ``satisfaction_next_turn`` as a further turn would have
+started (decay, then presence). The original's end-of-run hormone averages are built from
+them (``valuegym.analysis.original``).
 """
 
 from __future__ import annotations
@@ -269,8 +276,9 @@ class AffectRegulatedPolicy(Policy):
 
     Records: ``guilt`` and ``satisfaction`` (the levels the agent decided with; null when
     that hormone is off) and ``affect_statements`` (this turn's statements) are added to
-    every decision. The policy label stays the inner policy's; the condition is recorded
-    in the episodes' ``condition`` column by the runner.
+    every decision, the levels at the end (see the module docstring) to the agent's row.
+    The policy label stays the inner policy's; the condition is recorded in the episodes'
+    ``condition`` column by the runner.
     """
 
     def __init__(self, inner: Policy, params: AffectParams, condition: str) -> None:
@@ -304,8 +312,9 @@ class AffectRegulatedPolicy(Policy):
         guilt = levels.guilt if params.guilt else None
         satisfaction = levels.satisfaction if params.satisfaction else None
         statements = []
-        if params.prompt_only:
-            statements.append(self.statements.directive(state.env_name))
+        directive = self.statements.directive(state.env_name) if params.prompt_only else None
+        if directive is not None:
+            statements.append(directive)
         if params.show_levels and (params.guilt or params.satisfaction):
             statements.append(
                 self.statements.render(
@@ -324,17 +333,28 @@ class AffectRegulatedPolicy(Policy):
             "weight": params.weight,
             "show_levels": params.show_levels,
             "statements": statements,
+            "directive": directive,
             "memory": list(memory),
         }
         return dataclasses.replace(state, levels=levels, memory=memory), affect
 
+    @staticmethod
+    def _check(turn: Turn) -> None:
+        if not isinstance(turn.state, AffectState):
+            raise TypeError(f"{turn.agent}: the state was not made by this regulator's initial_state")
+        if "events" not in turn.info:
+            raise KeyError(f"the environment published no info['events'] for {turn.agent}")
+
+    def _levels(self, suffix: str, levels: AffectLevels) -> dict[str, float | None]:
+        return {
+            f"guilt_{suffix}": levels.guilt if self.params.guilt else None,
+            f"satisfaction_{suffix}": levels.satisfaction if self.params.satisfaction else None,
+        }
+
     async def step_batch(self, turns: Sequence[Turn]) -> list[tuple[Decision, Any]]:
         felt = []
         for turn in turns:
-            if not isinstance(turn.state, AffectState):
-                raise TypeError(f"{turn.agent}: the state was not made by this regulator's initial_state")
-            if "events" not in turn.info:
-                raise KeyError(f"the environment published no info['events'] for {turn.agent}")
+            self._check(turn)
             felt.append(self._feel(turn.state, turn.info["events"]))
         inner_turns = [
             dataclasses.replace(turn, info={**turn.info, "affect": affect}, state=turn.state.inner)
@@ -355,6 +375,26 @@ class AffectRegulatedPolicy(Policy):
                 )
             )
         return regulated
+
+    async def finish_batch(self, turns: Sequence[Turn]) -> list[dict[str, Any]]:
+        """The levels each agent ended with (module docstring), beside the inner policy's columns."""
+        for turn in turns:
+            self._check(turn)
+        inner = await self.inner.finish_batch(
+            [Turn(turn.agent, turn.observation, turn.info, turn.state.inner) for turn in turns]
+        )
+        rows = []
+        for turn, columns in zip(turns, inner, strict=True):
+            kinds = _kinds(turn.info["events"])
+            acted = _after_actions(turn.state.levels, kinds, self.params)
+            rows.append(
+                {
+                    **columns,
+                    **self._levels("end", acted),
+                    **self._levels("next_turn", _next_turn(acted, kinds, self.params)),
+                }
+            )
+        return rows
 
     async def preflight(self) -> None:
         await self.inner.preflight()

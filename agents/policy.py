@@ -7,13 +7,15 @@ per-episode mutable state and can serve many agents and episodes at once.
 ``step_batch`` is a coroutine taking every agent this policy controls in a step
 (possibly from several episodes), so LLM calls are issued together rather than
 one after another. Fast policies subclass :class:`SyncPolicy` and write ``step``.
+``finish_batch`` (optional) sees each agent's last step once its episode is over and
+adds columns to its ``agents`` record.
 """
 
 from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -90,6 +92,14 @@ class Policy(ABC):
     async def step_batch(self, turns: Sequence[Turn]) -> list[tuple[Decision, Any]]:
         """Decide for every turn given; returns ``(decision, next_state)`` in order."""
 
+    async def finish_batch(self, turns: Sequence[Turn]) -> list[dict[str, Any]]:
+        """Columns for the ``agents`` record of each agent whose episode is over.
+
+        Each turn holds what the agent's final step returned (observation and info: its last
+        ``events`` and ``outcome``) and the state after its last decision. Default: none.
+        """
+        return [{} for _ in turns]
+
     async def preflight(self) -> None:  # noqa: B027 - optional hook
         """Fail fast, before any episode runs, if the policy cannot work (e.g. its server is down)."""
 
@@ -117,6 +127,21 @@ async def decide_grouped(
     The result maps each agent to ``(decision, next_state)``, grouped by policy (policies
     in the order their first agent appears in ``turns``, agents in ``turns`` order).
     """
+    return await _grouped(policy_of, turns, lambda policy, group: policy.step_batch(group))
+
+
+async def finish_grouped(
+    policy_of: Mapping[str, Policy], turns: Mapping[str, Turn]
+) -> dict[str, dict[str, Any]]:
+    """Every policy's ``finish_batch`` for its agents' last turns, as :func:`decide_grouped` does."""
+    return await _grouped(policy_of, turns, lambda policy, group: policy.finish_batch(group))
+
+
+async def _grouped(
+    policy_of: Mapping[str, Policy],
+    turns: Mapping[str, Turn],
+    call: Callable[[Policy, list[Turn]], Awaitable[Sequence[Any]]],
+) -> dict[str, Any]:
     groups: dict[int, tuple[Policy, list[Turn]]] = {}
     for agent, turn in turns.items():
         policy = policy_of[agent]
@@ -124,9 +149,9 @@ async def decide_grouped(
     batches = list(groups.values())
     if len(batches) == 1:  # the common case needs no tasks
         policy, group = batches[0]
-        results = [await policy.step_batch(group)]
+        results = [await call(policy, group)]
     else:
-        results = await asyncio.gather(*(policy.step_batch(group) for policy, group in batches))
+        results = await asyncio.gather(*(call(policy, group) for policy, group in batches))
     return {
         turn.agent: result
         for (_, group), group_results in zip(batches, results, strict=True)

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from valuegym.analysis import figures, records
+from valuegym.analysis import figures, original, records
 from valuegym.analysis.archetypes import Archetypes, Thresholds, classify_policies
 from valuegym.analysis.metrics import (
     COEVOLUTION_METRICS,
@@ -358,7 +358,23 @@ def _decide_sim_sections(
                 "Transgression and cooperation rates per regulator condition.",
             )
         )
-    return [behaviour, _archetypes_section(archetypes, thresholds, figures_dir)]
+    sections = [behaviour, _archetypes_section(archetypes, thresholds, figures_dir)]
+    if set(original.EPISODE_COLUMNS) <= set(records.columns_of(runs, "episodes")):
+        sections.append(_original_section(runs))
+    return sections
+
+
+def _original_section(runs: list[records.Run]) -> Section:
+    """The original DECIDE-SIM's own metrics, as its analysis computed them (for the paper's tables)."""
+    table = original.summary(original.load(runs))
+    return Section(
+        "DECIDE-SIM metrics as the original computed them",
+        [
+            "The original's definitions and bugs (docs/scenarios.md, \"The original's metrics\"): mean ± std "
+            "over runs (episodes) per group, rates per run; `valuegym analyze original` writes them as CSV.",
+            Table(original.display(table).astype(str)),
+        ],
+    )
 
 
 def _archetypes_section(archetypes: Archetypes, thresholds: Thresholds, figures_dir: Path) -> Section:

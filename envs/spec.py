@@ -14,6 +14,10 @@ and never on an environment's code:
 * **Action schema**: ``env.action_schema(agent)`` is a JSON schema of the
   structured action an LLM may produce; ``env.step`` accepts either that
   structured dict or an index into the discrete ``action_space(agent)`` (RL).
+  Two extension keys tell LLM agents how to answer: ``"x-text-answer": true`` (the
+  reply text itself is the action, ``{"text": reply}``) and ``"x-reply": {"fields":
+  {name: schema}, "action_key": key}`` (the reply is an object holding those fields
+  first and the action under ``key``; without it, ``{"reasoning", "action"}``).
 * **Records**: ``env.episode_summary()`` (after the episode) returns
   per-episode and per-agent metric columns and any extra datasets.
 """

@@ -4,6 +4,7 @@ valuegym run [HYDRA OVERRIDES]          run an experiment (Hydra: -m for sweeps)
 valuegym train [HYDRA OVERRIDES]        train RL agents with RLlib (Hydra)
 valuegym analyze PATH [PATH ...]        metrics, archetypes and a report from records
 valuegym analyze amce PATH              Moral Machine AMCEs from records or a CSV
+valuegym analyze original PATH [...]    DECIDE-SIM's metrics as the original code computed them
 valuegym scenario list|validate FILE    the scenario files
 valuegym serve [ROOT] [--host H] [--port N]   web app: live runs, episode replays, human seats
 """
@@ -42,6 +43,7 @@ def _experiment(cfg: DictConfig) -> Any:
         regulator=OmegaConf.to_container(cfg.regulator, resolve=True),
         episodes=int(cfg.episodes),
         seed=int(cfg.seed),
+        episode_seeds=str(cfg.episode_seeds),  # type: ignore[arg-type]  # checked by Experiment
     )
 
 
@@ -77,6 +79,8 @@ def _hydra(app: Callable[[], None], argv: list[str], prog: str) -> int:
 def _analyze(argv: list[str]) -> int:
     if argv[:1] == ["amce"]:
         return import_module("valuegym.analysis.amce").main(argv[1:])
+    if argv[:1] == ["original"]:
+        return import_module("valuegym.analysis.original").main(argv[1:])
     return import_module("valuegym.analysis.report").main(argv)
 
 

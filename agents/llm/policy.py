@@ -8,7 +8,9 @@ a step's turns go to the backend together; each reply becomes a :class:`Decision
 Replies. With ``answer_format: json`` the model is asked for
 ``{"reasoning": str, "action": <the env's action schema>}`` (reasoning first, so the
 model thinks before it acts) and backends that can constrain decoding are given that
-schema. The ``action`` part is validated against the environment's action schema; a
+schema. An environment may publish another layout in its action schema (``"x-reply"``,
+``envs/spec.py``), e.g. DECIDE-SIM's original ``{"reasoning", "high_level_goal",
+"action_details"}``. The ``action`` part is validated against the environment's action schema; a
 reply that is not a valid action is recorded ``valid=False`` with the reason and the
 raw reply, and the configured fallback action is played (never silently; by default
 none: the environment applies its own no-op and records the turn invalid). With
@@ -69,6 +71,11 @@ from valuegym.agents.policy import AgentContext, Decision, LLMCall, Policy, Turn
 TEMPLATES_DIR = Path(__file__).with_name("templates")
 USER_MARKER = "---user---"
 TEXT_ANSWER_KEY = "x-text-answer"
+REPLY_LAYOUT_KEY = "x-reply"
+DEFAULT_REPLY_LAYOUT: Mapping[str, Any] = {
+    "fields": {"reasoning": {"type": "string"}},
+    "action_key": "action",
+}
 
 # Independent random streams derived from the episode seed (SeedSequence spawn keys).
 _PERSONA_STREAM = 1
@@ -296,22 +303,28 @@ def _cap_free_text(schema: Any, max_chars: int) -> Any:
     return schema
 
 
+def reply_layout(action_schema: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The fields a reply holds before its action, and the action's key (``x-reply`` or the default)."""
+    return action_schema.get(REPLY_LAYOUT_KEY, DEFAULT_REPLY_LAYOUT)
+
+
 def reply_schema(
     action_schema: Mapping[str, Any], reasoning_max_chars: int, action_text_max_chars: int
 ) -> dict[str, Any]:
     """The JSON schema a reply is decoded under: reasoning first, then the action.
 
     Free-text fields are capped so that a whole reply fits in a small ``max_tokens``
-    (a token is at least one character); replies are still validated against the
-    environment's own action schema.
+    (a token is at least one character): the fields before the action at
+    ``reasoning_max_chars``, the action's at ``action_text_max_chars``; replies are still
+    validated against the environment's own action schema.
     """
+    layout = reply_layout(action_schema)
+    fields = {name: _cap_free_text(schema, reasoning_max_chars) for name, schema in layout["fields"].items()}
+    action = {key: value for key, value in action_schema.items() if key != REPLY_LAYOUT_KEY}
     return {
         "type": "object",
-        "properties": {
-            "reasoning": {"type": "string", "maxLength": reasoning_max_chars},
-            "action": _cap_free_text(action_schema, action_text_max_chars),
-        },
-        "required": ["reasoning", "action"],
+        "properties": {**fields, layout["action_key"]: _cap_free_text(action, action_text_max_chars)},
+        "required": [*fields, layout["action_key"]],
         "additionalProperties": False,
     }
 
@@ -358,15 +371,16 @@ def parse_json_reply(text: str, finish_reason: str | None, action_schema: Mappin
     except json.JSONDecodeError as error:
         cut = "; the reply hit max_tokens" if finish_reason == "length" else ""
         return ParsedReply(None, f"not JSON ({error}){cut}")
-    if not isinstance(reply, dict) or "action" not in reply:
-        return ParsedReply(None, "the reply JSON has no 'action' field")
-    error = jsonschema.exceptions.best_match(schema_validator(action_schema).iter_errors(reply["action"]))
+    key = reply_layout(action_schema)["action_key"]
+    if not isinstance(reply, dict) or key not in reply:
+        return ParsedReply(None, f"the reply JSON has no {key!r} field")
+    error = jsonschema.exceptions.best_match(schema_validator(action_schema).iter_errors(reply[key]))
     if error is not None:
         where = "/".join(str(part) for part in error.absolute_path)
         return ParsedReply(
             None, f"the action does not match the schema{f' at {where}' if where else ''}: {error.message}"
         )
-    return ParsedReply(reply["action"], "")
+    return ParsedReply(reply[key], "")
 
 
 # --------------------------------------------------------------------------- the policy

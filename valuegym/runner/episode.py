@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from valuegym.agents.policy import AgentContext, Decision, Policy, Turn, decide_grouped
+from valuegym.agents.policy import AgentContext, Decision, Policy, Turn, decide_grouped, finish_grouped
 from valuegym.runner.experiment import EpisodePlan, EpisodeSetup
 
 Rows = list[dict[str, Any]]
@@ -130,6 +130,7 @@ async def _play(setup: EpisodeSetup, plan: EpisodePlan, env: Any, started: float
     policy_of = {agent: seat.policy for agent, seat in setup.seats.items()}
     base = {"episode_id": plan.episode_id, "seed": plan.seed}
     decisions: Rows = []
+    last_turns: dict[str, Turn] = {}  # what each agent's final step returned, for finish_batch
     step = 0
     while env.agents:
         step += 1
@@ -143,6 +144,8 @@ async def _play(setup: EpisodeSetup, plan: EpisodePlan, env: Any, started: float
             actions[agent] = decision.action
             states[agent] = state
         observations, _, _, _, infos = env.step(actions)
+        for agent in decided:
+            last_turns[agent] = Turn(agent, observations[agent], infos[agent], states[agent])
         rows = [
             _decision_row(
                 base, step, agent, setup.seats[agent].role, setup.seats[agent].policy, decision, infos[agent]
@@ -153,6 +156,7 @@ async def _play(setup: EpisodeSetup, plan: EpisodePlan, env: Any, started: float
         if setup.on_step is not None:
             setup.on_step(rows)
     summary = env.episode_summary()
+    finished = await finish_grouped(policy_of, last_turns)
 
     agents_rows = [
         {
@@ -161,6 +165,7 @@ async def _play(setup: EpisodeSetup, plan: EpisodePlan, env: Any, started: float
             "policy": seat.policy.name,
             "role": seat.role,
             **summary.agents.get(agent, {}),
+            **finished.get(agent, {}),
         }
         for agent, seat in setup.seats.items()
     ]

@@ -13,7 +13,7 @@ import json
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -23,12 +23,24 @@ from valuegym.envs import make_parallel
 from valuegym.scenarios import Scenario
 
 NO_REGULATOR = "none"
+DERIVED_SEEDS = "derived"
+EpisodeSeeds = Literal["derived", "consecutive"]
 
 
 def episode_seed(base_seed: int, episode_id: int) -> int:
     """The seed of one episode: depends only on the run's seed and the episode's index,
     so conditions run with matched seeds (paired comparisons)."""
     return int(np.random.SeedSequence([base_seed, episode_id]).generate_state(1)[0])
+
+
+def episode_seeds(base_seed: int, episodes: int, mode: EpisodeSeeds = DERIVED_SEEDS) -> list[int]:
+    """Episode ``i``'s seed: :func:`episode_seed` (``derived``) or ``base_seed + i`` (``consecutive``:
+    a source's own run seeds, e.g. the original DECIDE-SIM's runs 42..51 are ``seed=42``, 10 episodes)."""
+    if mode == DERIVED_SEEDS:
+        return [episode_seed(base_seed, i) for i in range(episodes)]
+    if mode == "consecutive":
+        return [base_seed + i for i in range(episodes)]
+    raise ValueError(f"episode_seeds must be derived or consecutive, got {mode!r}")
 
 
 @dataclass(frozen=True)
@@ -78,13 +90,20 @@ class Experiment:
     regulator: Mapping[str, Any] = field(default_factory=lambda: {"condition": NO_REGULATOR})
     episodes: int = 10
     seed: int = 0
+    episode_seeds: EpisodeSeeds = DERIVED_SEEDS
+
+    def __post_init__(self) -> None:
+        episode_seeds(self.seed, 0, self.episode_seeds)  # an unknown mode fails here, not mid-run
 
     @property
     def condition(self) -> str:
         return str(self.regulator.get("condition", NO_REGULATOR))
 
     def plans(self) -> list[EpisodePlan]:
-        return [EpisodePlan(i, episode_seed(self.seed, i)) for i in range(self.episodes)]
+        return [
+            EpisodePlan(i, seed)
+            for i, seed in enumerate(episode_seeds(self.seed, self.episodes, self.episode_seeds))
+        ]
 
     def identity(self) -> str:
         """A hash of everything that determines the records (not the episode count or executor)."""
@@ -94,6 +113,8 @@ class Experiment:
             "regulator": self.regulator,
             "seed": self.seed,
         }
+        if self.episode_seeds != DERIVED_SEEDS:  # the default keeps earlier runs' identities
+            payload["episode_seeds"] = self.episode_seeds
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     def secrets(self) -> list[str]:
