@@ -396,6 +396,13 @@ class AffectRegulatedPolicy(Policy):
             )
         return rows
 
+    # The regulated agent is the inner one: its condition is recorded beside it (``condition``).
+    def identity(self) -> dict[str, Any]:
+        return self.inner.identity()
+
+    def label(self) -> str:
+        return self.inner.label()
+
     async def preflight(self) -> None:
         await self.inner.preflight()
 

@@ -14,9 +14,14 @@ adds columns to its ``agents`` record.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import inspect
+import json
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 
@@ -100,11 +105,102 @@ class Policy(ABC):
         """
         return [{} for _ in turns]
 
+    def identity(self) -> dict[str, Any]:
+        """What this policy is, as JSON-able data: two policies with equal identities decide
+        alike given the same inputs, so results are grouped by it (never by a config file's name).
+
+        The default is the policy's name and its effective parameters (:meth:`parameters`);
+        LLM and RL policies add their model, wrappers forward their inner policy's.
+        """
+        return {"policy": self.name, "params": self.parameters()}
+
+    def parameters(self) -> dict[str, Any]:
+        """The constructor's arguments as this policy holds them, defaults included.
+
+        Read from attributes named like the arguments (scikit-learn's ``get_params``
+        convention); a policy that keeps them otherwise overrides this.
+        """
+        names = [
+            name
+            for name, parameter in inspect.signature(type(self).__init__).parameters.items()
+            if name != "self" and parameter.kind not in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD)
+        ]
+        missing = [name for name in names if not hasattr(self, name)]
+        if missing:
+            raise TypeError(
+                f"{type(self).__name__} keeps no attribute {', '.join(missing)}: store each constructor "
+                "argument under its own name or override parameters()"
+            )
+        return {name: getattr(self, name) for name in names}
+
+    def label(self) -> str:
+        """A short readable name for reports: the policy name and the parameters that differ
+        from the constructor's defaults, e.g. ``scripted/tempted (greed=inf)``."""
+        defaults = {
+            name: parameter.default
+            for name, parameter in inspect.signature(type(self).__init__).parameters.items()
+            if parameter.default is not parameter.empty
+        }
+        changed = {
+            name: value
+            for name, value in self.parameters().items()
+            if name not in defaults or _jsonable(value) != _jsonable(defaults[name])
+        }
+        if not changed:
+            return self.name
+        return f"{self.name} ({', '.join(f'{name}={_short(value)}' for name, value in changed.items())})"
+
     async def preflight(self) -> None:  # noqa: B027 - optional hook
         """Fail fast, before any episode runs, if the policy cannot work (e.g. its server is down)."""
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources (model handles, connections)."""
+
+
+@dataclass(frozen=True)
+class PolicyIdentity:
+    """A policy's identity as the records keep it (see :meth:`Policy.identity`)."""
+
+    id: str  # 12 hex digits of the SHA-256 of ``json``: equal exactly when the identities are
+    label: str  # readable, not necessarily unique (:meth:`Policy.label`)
+    json: str  # the identity as canonical JSON (sorted keys; inf and NaN as strings)
+
+    @classmethod
+    def of(cls, policy: Policy) -> PolicyIdentity:
+        text = json.dumps(
+            _jsonable(policy.identity()), sort_keys=True, separators=(",", ":"), allow_nan=False
+        )
+        return cls(hashlib.sha256(text.encode()).hexdigest()[:12], policy.label(), text)
+
+    def columns(self) -> dict[str, str]:
+        """The record columns: ``model_id``, ``model_label``, ``model_identity``."""
+        return {"model_id": self.id, "model_label": self.label, "model_identity": self.json}
+
+
+def _jsonable(value: Any) -> Any:
+    """``value`` as plain JSON data: non-finite floats become the strings ``inf``, ``-inf``, ``nan``,
+    sets sorted lists, other objects their ``repr``."""
+    if isinstance(value, Mapping):
+        return {str(key): _jsonable(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(item) for item in value]
+    if isinstance(value, set | frozenset):
+        return sorted((_jsonable(item) for item in value), key=repr)
+    if hasattr(value, "item") and not isinstance(value, str | bytes):  # numpy scalars
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, Path):
+        return str(value)
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return repr(value)  # anything else a custom policy holds: its representation
+
+
+def _short(value: Any, limit: int = 24) -> str:
+    text = json.dumps(_jsonable(value)) if not isinstance(value, str) else value
+    text = text.strip('"')
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 class SyncPolicy(Policy):

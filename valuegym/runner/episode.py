@@ -72,11 +72,12 @@ def _decision_row(
     policy: Policy,
     decision: Decision,
     info: Mapping[str, Any],
+    identity: Mapping[str, str],
 ) -> dict[str, Any]:
     outcome = dict(info.get("outcome", {}))
     status = outcome.pop("status", "success")
     reason = outcome.pop("reason", "")
-    if not decision.valid:  # the policy produced no action: the env applied the fallback
+    if not decision.valid:  # the policy found no action in its reply: the env applied a fallback
         status, reason = "invalid", decision.reason
     return {
         **base,
@@ -91,7 +92,11 @@ def _decision_row(
         "reason": reason,
         **outcome,
         "events": json.dumps(events) if (events := info.get("events")) else "[]",
-        "valid": decision.valid,
+        # One truth: the outcome the environment applied. A reply the policy parsed can still be
+        # one the environment rejects (e.g. free text that names no option), and is then invalid.
+        "valid": status != "invalid",
+        "reply_parsed": decision.valid,
+        **identity,
         **_llm_columns(decision),
         **decision.extra,
     }
@@ -128,6 +133,12 @@ async def _play(setup: EpisodeSetup, plan: EpisodePlan, env: Any, started: float
     }
     catalog = getattr(env, "action_catalog", None)  # discrete envs only
     policy_of = {agent: seat.policy for agent, seat in setup.seats.items()}
+    seat_identity = {
+        agent: {
+            key: value for key, value in setup.identity(policy).columns().items() if key != "model_identity"
+        }
+        for agent, policy in policy_of.items()
+    }
     base = {"episode_id": plan.episode_id, "seed": plan.seed}
     decisions: Rows = []
     last_turns: dict[str, Turn] = {}  # what each agent's final step returned, for finish_batch
@@ -148,7 +159,14 @@ async def _play(setup: EpisodeSetup, plan: EpisodePlan, env: Any, started: float
             last_turns[agent] = Turn(agent, observations[agent], infos[agent], states[agent])
         rows = [
             _decision_row(
-                base, step, agent, setup.seats[agent].role, setup.seats[agent].policy, decision, infos[agent]
+                base,
+                step,
+                agent,
+                setup.seats[agent].role,
+                setup.seats[agent].policy,
+                decision,
+                infos[agent],
+                seat_identity[agent],
             )
             for agent, (decision, _) in decided.items()
         ]
@@ -185,14 +203,16 @@ async def _play(setup: EpisodeSetup, plan: EpisodePlan, env: Any, started: float
 
 def _episode_columns(setup: EpisodeSetup, plan: EpisodePlan) -> dict[str, Any]:
     experiment = setup.experiment
-    focal = [seat.policy.name for seat in setup.seats.values() if seat.role == "focal"]
+    focal = setup.focal_policy()
     return {
         "episode_id": plan.episode_id,
         "seed": plan.seed,
         "scenario": experiment.scenario.name,
         "env": experiment.scenario.env,
-        "policy": focal[0] if focal else "",
+        "policy": focal.name if focal is not None else "",
         "condition": experiment.condition,
+        # what the focal agents were (model, parameters): the analysis groups by it
+        **(setup.identity(focal).columns() if focal is not None else {}),
     }
 
 
@@ -200,8 +220,12 @@ def _llm_totals(decisions: Rows) -> dict[str, Any]:
     focal = [d for d in decisions if d["role"] == "focal"] or decisions
     llm = [d for d in decisions if d["llm_calls"] is not None]
     costs = [d["cost_usd"] for d in llm if d["cost_usd"] is not None]
+    valid = sum(d["valid"] for d in focal)
     return {
-        "valid_reply_rate": sum(d["valid"] for d in focal) / len(focal) if focal else None,
+        # the focal agents' decisions the environment applied as given (``valid``, see _decision_row)
+        "replies": len(focal),
+        "valid_replies": valid,
+        "valid_reply_rate": valid / len(focal) if focal else None,
         "llm_calls": sum(d["llm_calls"] for d in llm if not d["cache_hit"]),
         "cache_hits": sum(1 for d in llm if d["cache_hit"]),
         "prompt_tokens": sum(d["prompt_tokens"] or 0 for d in llm),

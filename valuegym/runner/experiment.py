@@ -18,7 +18,7 @@ from typing import Any, Literal
 import numpy as np
 
 from valuegym.agents import agent_config, make_policy, with_prompt_template
-from valuegym.agents.policy import Policy
+from valuegym.agents.policy import Policy, PolicyIdentity
 from valuegym.envs import make_parallel
 from valuegym.scenarios import Scenario
 
@@ -67,6 +67,7 @@ class EpisodeSetup:
     #: the run directory (handed to policies in ``AgentContext.run_dir``); set by the run
     run_dir: str = ""
     _idle_envs: list[Any] = field(default_factory=list)
+    _identities: dict[int, PolicyIdentity] = field(default_factory=dict)
 
     def acquire_env(self) -> Any:
         """An environment for one episode; they are reused (``reset`` starts afresh) because
@@ -77,6 +78,16 @@ class EpisodeSetup:
 
     def release_env(self, env: Any) -> None:
         self._idle_envs.append(env)
+
+    def identity(self, policy: Policy) -> PolicyIdentity:
+        """``policy``'s identity, computed once per process (it may hash a model file)."""
+        known = self._identities.get(id(policy))
+        if known is None:
+            known = self._identities[id(policy)] = PolicyIdentity.of(policy)
+        return known
+
+    def focal_policy(self) -> Policy | None:
+        return next((seat.policy for seat in self.seats.values() if seat.role == "focal"), None)
 
     def policies(self) -> list[Policy]:
         unique: dict[int, Policy] = {id(seat.policy): seat.policy for seat in self.seats.values()}

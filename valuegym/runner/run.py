@@ -68,6 +68,7 @@ class Manifest:
             "scenario": self.experiment.scenario.name,
             "env": self.experiment.scenario.env,
             "policy_config": self.experiment.agent.get("name"),
+            **self._identities(),
             "condition": self.experiment.condition,
             "seed": self.experiment.seed,
             "requested": totals.requested,
@@ -81,6 +82,22 @@ class Manifest:
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(data, indent=2))
         os.replace(tmp, self.path)
+
+    def _identities(self) -> dict[str, Any]:
+        """What each seat's policy is (``Policy.identity``): the focal one's id, and every distinct one."""
+        setup = self.experiment.setup()
+        focal = setup.focal_policy()
+        identities: dict[str, Any] = {}
+        seats: dict[str, str] = {}
+        for agent, seat in setup.seats.items():
+            identity = setup.identity(seat.policy)
+            seats[agent] = identity.id
+            identities[identity.id] = {"label": identity.label, "identity": json.loads(identity.json)}
+        return {
+            "model_id": setup.identity(focal).id if focal is not None else None,
+            "seats": seats,
+            "identities": identities,
+        }
 
 
 class BatchWriter:
