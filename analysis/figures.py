@@ -22,6 +22,7 @@ from valuegym.analysis.archetypes import (
     UNCLASSIFIED,
     Thresholds,
 )
+from valuegym.analysis.identity import MODEL
 from valuegym.analysis.metrics import RESOURCE_LEVELS, sort_key
 
 LEVEL_NAMES: dict[str, str] = {"low": "low (scarce)", "medium": "medium", "high": "high (abundant)"}
@@ -35,21 +36,21 @@ LINE_STYLES: tuple[str, ...] = ("-", "--", ":", "-.")
 DPI = 110
 
 
-def series_label(policy: object, condition: object, show_condition: bool) -> str:
-    """How a (policy, condition) series is named in legends."""
-    return f"{policy} [{condition}]" if show_condition else str(policy)
+def series_label(model: object, condition: object, show_condition: bool) -> str:
+    """How a (model, condition) series is named in legends."""
+    return f"{model} [{condition}]" if show_condition else str(model)
 
 
 def by_resource_level(metrics: pd.DataFrame, metric: str, ylabel: str, title: str, path: Path) -> Path:
-    """``metric`` against resource level, one line per policy (and condition), with intervals."""
+    """``metric`` against resource level, one line per model (and condition), with intervals."""
     levels = [level for level in RESOURCE_LEVELS if level in set(metrics["scarcity"])]
     positions = {level: index for index, level in enumerate(levels)}
     show_condition = metrics["condition"].nunique() > 1
     figure = Figure(figsize=(7.5, 4.5), dpi=DPI)
     axes = figure.add_subplot()
     series = metrics[metrics["scarcity"].isin(levels) & metrics[metric].notna()]
-    count = series.groupby(["policy", "condition"], sort=True).ngroups
-    for index, ((policy, condition), rows) in enumerate(series.groupby(["policy", "condition"], sort=True)):
+    count = series.groupby([MODEL, "condition"], sort=True).ngroups
+    for index, ((model, condition), rows) in enumerate(series.groupby([MODEL, "condition"], sort=True)):
         rows = rows.sort_values("scarcity", key=lambda column: column.map(positions))
         # spread the series sideways a little so their intervals do not hide each other
         offset = (index - (count - 1) / 2) * 0.04
@@ -61,7 +62,7 @@ def by_resource_level(metrics: pd.DataFrame, metric: str, ylabel: str, title: st
             yerr=_error_bars(rows, metric),
             marker="o",
             capsize=3,
-            label=series_label(policy, condition, show_condition),
+            label=series_label(model, condition, show_condition),
         )
     axes.set_xticks(range(len(levels)), [LEVEL_NAMES.get(level, level) for level in levels])
     axes.set_xlabel("resource level")
@@ -82,8 +83,8 @@ def survival_over_turns(curves: pd.DataFrame, path: Path) -> Path:
     figure = Figure(figsize=(4 * len(levels), 4), dpi=DPI)
     panels = figure.subplots(1, len(levels), sharey=True, squeeze=False)[0]
     for panel, level in zip(panels, levels, strict=True):
-        series = curves[curves["scarcity"] == level].groupby(["policy", "condition"], sort=True)
-        for index, ((policy, condition), rows) in enumerate(series):
+        series = curves[curves["scarcity"] == level].groupby([MODEL, "condition"], sort=True)
+        for index, ((model, condition), rows) in enumerate(series):
             panel.plot(
                 rows["turn"],
                 rows["active_share"],
@@ -91,7 +92,7 @@ def survival_over_turns(curves: pd.DataFrame, path: Path) -> Path:
                 markersize=3,
                 # identical curves are common (everyone survives): line styles keep each visible
                 linestyle=LINE_STYLES[index % len(LINE_STYLES)],
-                label=series_label(policy, condition, show_condition),
+                label=series_label(model, condition, show_condition),
             )
         panel.set_title(LEVEL_NAMES.get(level, level))
         panel.set_xlabel("turn")
@@ -105,14 +106,14 @@ def survival_over_turns(curves: pd.DataFrame, path: Path) -> Path:
 
 
 def regulator_effect(metrics: pd.DataFrame, path: Path) -> Path:
-    """Transgression and cooperation rates per condition, side by side for each policy and level."""
+    """Transgression and cooperation rates per condition, side by side for each model and level."""
     conditions = sorted(metrics["condition"].unique(), key=lambda condition: (condition != "none", condition))
     pairs = sorted(
-        set(zip(metrics["policy"], metrics["scarcity"], strict=True)),
-        key=lambda pair: sort_key({"policy": pair[0], "scarcity": pair[1]}),
+        set(zip(metrics[MODEL], metrics["scarcity"], strict=True)),
+        key=lambda pair: sort_key({MODEL: pair[0], "scarcity": pair[1]}),
     )
-    cells = pd.DataFrame(pairs, columns=["policy", "scarcity"])
-    labels = [f"{row.policy}\n{row.scarcity}" for row in cells.itertuples()]
+    cells = pd.DataFrame(pairs, columns=[MODEL, "scarcity"])
+    labels = [f"{row.model}\n{row.scarcity}" for row in cells.itertuples()]
     figure = Figure(figsize=(max(7.0, 0.9 * len(labels) * len(conditions)), 7), dpi=DPI)
     panels = figure.subplots(2, 1, sharex=True)
     width = 0.8 / len(conditions)
@@ -121,9 +122,7 @@ def regulator_effect(metrics: pd.DataFrame, path: Path) -> Path:
         (panels[1], "cooperation_rate", "transfers per agent-turn"),
     ):
         for index, condition in enumerate(conditions):
-            rows = cells.merge(
-                metrics[metrics["condition"] == condition], on=["policy", "scarcity"], how="left"
-            )
+            rows = cells.merge(metrics[metrics["condition"] == condition], on=[MODEL, "scarcity"], how="left")
             value = rows[metric].to_numpy(dtype=float)
             x = np.arange(len(labels)) + (index - (len(conditions) - 1) / 2) * width
             panel.bar(x, value, width, yerr=_error_bars(rows, metric), capsize=2, label=str(condition))
@@ -154,7 +153,7 @@ def archetype_map(archetypes: pd.DataFrame, thresholds: Thresholds, path: Path) 
         )
     for row in archetypes.itertuples():
         axes.annotate(
-            f"{series_label(row.policy, row.condition, show_condition)} ({row.confidence:.0%})",
+            f"{series_label(row.model, row.condition, show_condition)} ({_share(row.confidence)})",
             (getattr(row, f"transgression_rate_{ABUNDANT}"), getattr(row, f"transgression_rate_{SCARCE}")),
             textcoords="offset points",
             xytext=(6, 4),
@@ -176,6 +175,10 @@ def archetype_map(archetypes: pd.DataFrame, thresholds: Thresholds, path: Path) 
     figure.tight_layout()
     figure.savefig(path)
     return path
+
+
+def _share(value: float) -> str:
+    return "n/a" if pd.isna(value) else f"{value:.0%}"
 
 
 def _error_bars(rows: pd.DataFrame, metric: str) -> np.ndarray:

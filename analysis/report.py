@@ -4,11 +4,17 @@ PATHs are run directories or multirun directories (:mod:`valuegym.analysis.recor
 Everything is written into the first PATH, or into ``--out``:
 
 * ``report.md`` and ``report.html`` (self-contained: figures embedded as base64 PNG, inline
-  CSS), opening with the headline table of metrics per group with bootstrap intervals;
+  CSS), opening with what ran (one row per group: model identity, scenario, condition, runs),
+  then the headline table of metrics per group with bootstrap intervals;
 * ``metrics.csv``: that table for every environment analysed (one row per group);
-* ``archetypes.csv``: the DECIDE-SIM archetype of each policy (when DECIDE-SIM records with
+* ``archetypes.csv``: the DECIDE-SIM archetype of each model (when DECIDE-SIM records with
   both the scarce and the abundant resource level are present);
+* ``paired.csv``: conditions compared on matched seeds (:mod:`valuegym.analysis.paired`);
+* ``profile.csv``: the value profile of every model (:mod:`valuegym.analysis.profile`);
 * ``figures/*.png``.
+
+Groups are model × scenario × condition (× resource level): the model is the recorded
+policy identity (:mod:`valuegym.analysis.identity`), never the config file's name.
 
 Sections join the report when their records exist: DECIDE-SIM figures and archetypes;
 the Moral Machine AMCE (``responses/`` records, via :mod:`valuegym.analysis.amce`); the
@@ -31,12 +37,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from valuegym.analysis import figures, original, records
+from valuegym.analysis import figures, identity, original, paired, profile, records
 from valuegym.analysis.archetypes import Archetypes, Thresholds, classify_policies
+from valuegym.analysis.identity import MODEL, Models
 from valuegym.analysis.metrics import (
     COEVOLUTION_METRICS,
     COMMON_METRICS,
     DECIDE_SIM_METRICS,
+    MIN_UNITS,
     STATUS_OK,
     BootstrapConfig,
     FailureSummary,
@@ -51,8 +59,18 @@ from valuegym.analysis.metrics import (
 #: where ``valuegym serve`` listens by default (report.html links groups to their episodes there)
 APP_URL = "http://127.0.0.1:8765"
 ALL_METRICS: tuple[Metric, ...] = DECIDE_SIM_METRICS + COEVOLUTION_METRICS + COMMON_METRICS
-REQUIRED_EPISODE_COLUMNS: tuple[str, ...] = ("episode_id", "env", "status", "error", "policy", "condition")
+REQUIRED_EPISODE_COLUMNS: tuple[str, ...] = (
+    "episode_id",
+    "seed",
+    "scenario",
+    "env",
+    "status",
+    "error",
+    "policy",
+    "condition",
+)
 OPTIONAL_EPISODE_COLUMNS: tuple[str, ...] = (
+    *identity.IDENTITY_COLUMNS,
     "scarcity",
     "turns",
     *dict.fromkeys(column for metric in ALL_METRICS for column in metric.columns),
@@ -130,6 +148,17 @@ class Analysis:
     sections: list[Section]
     metrics: pd.DataFrame  # metrics.csv
     archetypes: Archetypes | None
+    paired: pd.DataFrame = field(default_factory=pd.DataFrame)  # paired.csv
+    profile: pd.DataFrame = field(default_factory=pd.DataFrame)  # profile.csv
+
+
+@dataclass(frozen=True)
+class Options:
+    """What the statistics beyond the headline use (``valuegym analyze`` options)."""
+
+    paired: paired.PairedConfig = field(default_factory=paired.PairedConfig)
+    min_amce_decisions: int = 30
+    reference: pd.DataFrame | None = None  # human (and LLM) AMCEs; None: the human reference
 
 
 def analyse(
@@ -138,12 +167,15 @@ def analyse(
     bootstrap: BootstrapConfig,
     thresholds: Thresholds,
     app_url: str = APP_URL,
+    options: Options | None = None,
 ) -> Analysis:
     """Read the records under ``paths``, compute everything, draw figures into ``out/figures``."""
+    options = options or Options()
     runs = records.find_runs(paths)
     figures_dir = out / "figures"
     figures_dir.mkdir(parents=True, exist_ok=True)
-    episodes = _load_episodes(runs)
+    models = identity.attach(_load_episodes(runs))
+    episodes = models.frame
     failures = failure_summary(episodes)
 
     headline = Section("Headline")
@@ -177,27 +209,54 @@ def analyse(
             sections.extend(
                 _decide_sim_sections(env_runs, env_episodes, table, archetypes, thresholds, figures_dir)
             )
+    metrics = pd.concat(tables, ignore_index=True)
     summary = _summary(runs, episodes, failures)
-    sections = [headline, summary, *([_failures_section(failures)] if failures.failed else []), *sections]
+    comparisons = paired.compare_conditions(episodes, ALL_METRICS, options.paired)
+    sections = [
+        _what_ran_section(runs, models),
+        headline,
+        summary,
+        *([_failures_section(failures)] if failures.failed else []),
+        *([_paired_section(comparisons, options.paired, figures_dir)] if not comparisons.empty else []),
+        *sections,
+    ]
+    amce_groups: list[profile.AmceGroup] = []
     if records.has_dataset(runs, "responses"):
-        sections.append(_amce_section(runs, episodes, figures_dir))
+        amce_groups = _amce_groups(runs, episodes, options)
+        sections.append(_amce_section(amce_groups, options, figures_dir))
     # a run whose episodes all failed has episodes records only
+    preferences = None
     if records.has_dataset(runs, "decisions"):
-        values = _values_section(runs, episodes, bootstrap)
-        if values is not None:
-            sections.append(values)
+        preferences = _value_preferences(runs, episodes, bootstrap)
+        if not preferences.empty:
+            sections.append(_values_section(preferences, bootstrap))
+    profiles = profile.build(
+        identity.profile_names(models),
+        metrics,
+        archetypes,
+        amce_groups,
+        preferences,
+        distances_shown=["Global", *_published_llms(options)],
+    )
+    if not profiles.empty:
+        sections.append(_profile_section(profiles, figures_dir))
     sections.append(_definitions_section(tables, bootstrap))
     sections.append(_runs_section(runs, episodes))
-    return Analysis(sections, pd.concat(tables, ignore_index=True), archetypes)
+    return Analysis(sections, metrics, archetypes, comparisons, profiles)
 
 
 def write(analysis: Analysis, out: Path) -> list[Path]:
-    """Write the report, ``metrics.csv`` and ``archetypes.csv``; returns the paths written."""
+    """Write the report and its tables (``metrics.csv``, ``archetypes.csv``, ``paired.csv``,
+    ``profile.csv``); returns the paths written."""
     written = [out / "metrics.csv"]
     analysis.metrics.to_csv(written[0], index=False)
     if analysis.archetypes is not None and not analysis.archetypes.table.empty:
         written.append(out / "archetypes.csv")
         analysis.archetypes.table.to_csv(written[-1], index=False)
+    for name, table in (("paired.csv", analysis.paired), ("profile.csv", analysis.profile)):
+        if not table.empty:
+            written.append(out / name)
+            table.to_csv(written[-1], index=False)
     written.append(out / "report.md")
     written[-1].write_text(render_markdown(analysis.sections, out), encoding="utf-8")
     written.append(out / "report.html")
@@ -209,15 +268,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``valuegym analyze``; returns the exit status."""
     parser = _parser()
     args = parser.parse_args(argv)
+    from valuegym.analysis import amce  # the reference tables
+
     try:
         bootstrap = BootstrapConfig(resamples=args.bootstrap, level=args.level, seed=args.seed)
         thresholds = Thresholds(ethical_max=args.ethical_max, exploit_min=args.exploit_min)
+        comparisons = paired.PairedConfig(
+            correction=args.correction, level=args.level, resamples=args.bootstrap, seed=args.seed
+        )
     except ValueError as error:
         parser.error(str(error))
     out = Path(args.out if args.out is not None else args.paths[0])
     try:
-        analysis = analyse(args.paths, out, bootstrap, thresholds, args.app_url.rstrip("/"))
-    except records.RecordsError as error:
+        options = Options(comparisons, args.min_amce_decisions, amce.reference_from_options(args))
+        analysis = analyse(args.paths, out, bootstrap, thresholds, args.app_url.rstrip("/"), options)
+    except (records.RecordsError, amce.AmceError) as error:
         print(f"valuegym analyze: error: {error}", file=sys.stderr)
         return 2
     for path in write(analysis, out):
@@ -260,6 +325,16 @@ def _parser() -> argparse.ArgumentParser:
         metavar="URL",
         help=f"where report.html looks for valuegym serve to link groups to their episodes ({APP_URL})",
     )
+    parser.add_argument(
+        "--correction",
+        choices=paired.CORRECTIONS,
+        default="holm",
+        help="multiple-testing correction over the report's paired comparisons: Holm (family-wise) "
+        "or Benjamini-Hochberg (false discovery rate)",
+    )
+    from valuegym.analysis import amce
+
+    amce.add_reference_options(parser)
     return parser
 
 
@@ -411,60 +486,277 @@ def _archetypes_section(archetypes: Archetypes, thresholds: Thresholds, figures_
     return section
 
 
-def _amce_section(runs: list[records.Run], episodes: pd.DataFrame, figures_dir: Path) -> Section:
+def _amce_groups(
+    runs: list[records.Run], episodes: pd.DataFrame, options: Options
+) -> list[profile.AmceGroup]:
+    """The AMCEs, distances and position bias of every model × scenario × condition."""
     # imported here: only Moral Machine analyses need the AMCE estimator
     from valuegym.analysis import amce
 
     responses = records.load(runs, "responses")
+    keys = [MODEL, "scenario", "condition"]
     if "episode_id" in responses.columns:
         responses = responses.merge(
-            _ok_keys(episodes)[["run_dir", "episode_id"]], on=["run_dir", "episode_id"]
+            episodes.loc[episodes["status"] == STATUS_OK, ["run_dir", "episode_id", *keys]],
+            on=["run_dir", "episode_id"],
         )
-    try:
-        table = amce.amce_table(responses)
-    except amce.AmceError as error:
-        raise records.RecordsError(f"responses records: {error}") from None
-    bias = amce.position_bias(responses)
-    reference = amce.human_reference()
-    position = (
-        "Position bias: not available (no LeftHand column or no decisions)."
-        if bias["p_first_chosen"] is None
-        else f"Position: the outcome presented first was chosen in {bias['p_first_chosen']:.1%} of "
-        f"{bias['scenarios']} decisions (bias P(first) - P(second) = {bias['position_bias']:.3f})."
+    else:  # responses from elsewhere (e.g. a CSV in Awad's layout): the run's one group
+        run_keys = episodes.drop_duplicates("run_dir").set_index("run_dir")[keys]
+        responses = responses.join(run_keys, on="run_dir")
+    reference = options.reference if options.reference is not None else amce.human_reference()
+    groups = []
+    for (model, scenario, condition), rows in responses.groupby(keys, sort=True):
+        try:
+            prepared = amce.prepare(rows)
+        except amce.AmceError as error:
+            raise records.RecordsError(f"responses records: {error}") from None
+        table = amce._amce_of_prepared(prepared, None, options.min_amce_decisions)
+        draws = amce.bootstrap_amces(prepared, None, seed=options.paired.seed)
+        distances = amce.distance_to_reference(table, reference, draws, options.paired.level)
+        groups.append(
+            profile.AmceGroup(
+                str(model), str(scenario), str(condition), table, distances, amce.position_bias(rows)
+            )
+        )
+    return groups
+
+
+def _group_name(group: profile.AmceGroup, groups: Sequence[profile.AmceGroup]) -> str:
+    """The shortest name that tells the group apart: the model, plus scenario and condition when needed."""
+    parts = [group.model]
+    if len({g.scenario for g in groups}) > 1:
+        parts.append(group.scenario)
+    if len({g.condition for g in groups}) > 1:
+        parts.append(f"[{group.condition}]")
+    return " ".join(parts)
+
+
+def _amce_section(groups: list[profile.AmceGroup], options: Options, figures_dir: Path) -> Section:
+    from valuegym.analysis import amce
+
+    names = [_group_name(group, groups) for group in groups]
+    estimates = pd.DataFrame({"attribute": list(amce.TABLE_ROWS)})
+    for name, group in zip(names, groups, strict=True):
+        estimates[name] = [
+            _estimate_cell(row.estimate, row.std_error, row.decisions, row.below_minimum)
+            for row in group.table.itertuples()
+        ]
+    positions = pd.DataFrame(
+        [
+            {
+                "group": name,
+                "decisions": group.position["scenarios"],
+                "P(first presented chosen)": _interval_cell(
+                    group.position["p_first_chosen"],
+                    group.position["p_first_low"],
+                    group.position["p_first_high"],
+                ),
+                "bias P(first) - P(second)": _number(group.position["position_bias"]),
+            }
+            for name, group in zip(names, groups, strict=True)
+        ]
     )
+    distances = pd.concat(
+        [group.distances.assign(group=name) for name, group in zip(names, groups, strict=True)],
+        ignore_index=True,
+    )
+    distance_table = pd.DataFrame(
+        {
+            "group": distances["group"],
+            "reference": distances["population"],
+            "distance": [
+                _interval_cell(d, low, high)
+                for d, low, high in zip(
+                    distances["distance"], distances["distance_low"], distances["distance_high"], strict=True
+                )
+            ],
+            "attributes used": distances["attributes"].astype(str) + " of 9",
+            "left out (too few decisions)": distances["left_out"].replace("", "-"),
+        }
+    )
+    reference = options.reference if options.reference is not None else amce.human_reference()
     return Section(
         "Moral Machine: AMCE",
         [
-            "Average marginal component effects of the recorded responses (Awad et al. 2018's "
-            "estimator, cluster-robust standard errors by dilemma); failed episodes excluded.",
-            Table(_format_numbers(table)),
-            position,
-            "Distance to the human AMCEs:",
-            Table(_format_numbers(amce.distance_to_reference(table, reference))),
+            "Average marginal component effects per model, scenario and condition (Awad et al. 2018's "
+            "estimator: WLS with design-probability weights, cluster-robust standard errors by dilemma); "
+            f"cells show the estimate, its 95% interval (±1.96 SE) and the decided dilemmas behind it. "
+            f"† marks an AMCE resting on fewer than {options.min_amce_decisions} decided dilemmas: it is "
+            "left out of the distances, which say what they left out. Failed episodes excluded.",
+            Table(estimates),
+            "Position: how often the outcome presented first was chosen (Wilson 95% interval).",
+            Table(positions),
+            "Distance to the reference AMCEs (Euclidean over the AMCEs used; Global compares No. Characters "
+            "at difference 4), with 95% intervals from a cluster bootstrap over dilemmas "
+            f"({amce.DISTANCE_RESAMPLES} resamples):",
+            Table(distance_table),
             Image(
-                amce.plot_amce(table, figures_dir / "amce.png", reference),
-                "AMCE per attribute; red: humans (global).",
+                amce.plot_amce_groups(
+                    {name: group.table for name, group in zip(names, groups, strict=True)},
+                    figures_dir / "amce.png",
+                    reference,
+                ),
+                "AMCE per attribute and group with 95% intervals; red: humans (global).",
             ),
         ],
     )
 
 
-def _values_section(
+def _estimate_cell(estimate: float, std_error: float, decisions: int, below_minimum: bool) -> str:
+    if not np.isfinite(estimate):
+        return f"n/a (n={decisions})"
+    interval = (
+        f"[{_number(estimate - 1.96 * std_error)}, {_number(estimate + 1.96 * std_error)}]"
+        if np.isfinite(std_error)
+        else "[n/a]"
+    )
+    return f"{_number(estimate)} {interval} n={decisions}{' †' if below_minimum else ''}"
+
+
+def _interval_cell(value: object, low: object, high: object) -> str:
+    if value is None or pd.isna(value):
+        return "n/a"
+    if low is None or pd.isna(low):
+        return f"{_number(float(value))} [n/a]"
+    return f"{_number(float(value))} [{_number(float(low))}, {_number(float(high))}]"
+
+
+def _value_preferences(
     runs: list[records.Run], episodes: pd.DataFrame, bootstrap: BootstrapConfig
-) -> Section | None:
-    decisions = records.load(runs, "decisions", ["episode_id", "policy", "agent", "events"])
+) -> pd.DataFrame:
+    decisions = records.load(
+        runs, "decisions", ["episode_id", "policy", "agent", "events"], optional=["model_id", "model_label"]
+    )
     decisions = decisions.merge(_ok_keys(episodes), on=["run_dir", "episode_id"])
-    preferences = value_preferences(decisions, bootstrap)
-    if preferences.empty:
-        return None
+    return value_preferences(identity.attach(decisions, known=identity.attach(episodes)).frame, bootstrap)
+
+
+def _values_section(preferences: pd.DataFrame, bootstrap: BootstrapConfig) -> Section:
     return Section(
         "Value preferences",
         [
-            "Share of each policy's decisions that uphold or violate each value named by the moral events "
-            f"(the agent's own events), with {bootstrap.level:.0%} bootstrap intervals over episodes.",
-            Table(_with_intervals(preferences, ["upheld_share", "violated_share"])),
+            "Share of each model's decisions that uphold or violate each value named by the moral events "
+            f"(the agent's own events), with {bootstrap.level:.0%} bootstrap intervals over episodes "
+            f"(none from fewer than {MIN_UNITS} episodes); net = upheld - violated.",
+            Table(_with_intervals(preferences, ["upheld_share", "violated_share", "net_share"])),
         ],
     )
+
+
+def _what_ran_section(runs: list[records.Run], models: Models) -> Section:
+    """One row per group: what the model was (its recorded identity) and which runs hold it."""
+    episodes = models.frame
+    job_of = {str(run.path): run.job for run in runs}
+    rows = []
+    for (model, scenario, condition), group in episodes.groupby([MODEL, "scenario", "condition"], sort=True):
+        model_id = str(group["model_id"].iloc[0])
+        rows.append(
+            {
+                MODEL: model,
+                "scenario": scenario,
+                "condition": condition,
+                "episodes": str(len(group)),
+                "runs": ", ".join(sorted({job_of.get(path, path) for path in group["run_dir"]})),
+                "model id": model_id.removeprefix("policy:")
+                if not model_id.startswith("policy:")
+                else "not recorded",
+                **identity.describe(models.identities.get(model_id)),
+            }
+        )
+    blocks: list[Block] = [
+        "Each group is one model identity (recorded by the run: backend, model name or GGUF file hash, "
+        "prompt template hash, answer format and the settings that shape replies; for scripted agents "
+        "their effective parameters) × scenario × regulator condition; every table below is grouped so.",
+        Table(pd.DataFrame(rows)),
+    ]
+    if models.unidentified:
+        blocks.append(
+            "Records written before runs recorded model identities are grouped by their policy label: "
+            + ", ".join(models.unidentified)
+            + "."
+        )
+    return Section("What ran", blocks)
+
+
+def _paired_section(table: pd.DataFrame, config: paired.PairedConfig, figures_dir: Path) -> Section:
+    shown = pd.DataFrame(
+        {
+            "env": table["env"],
+            MODEL: table[MODEL],
+            "scenario": table["scenario"],
+            "metric": table["metric"].str.replace("_", " "),
+            "comparison": table["condition"] + " - " + table["baseline"],
+            "pairs": table["pairs"].astype(str),
+            "baseline": table["baseline_value"].map(_number),
+            "condition": table["condition_value"].map(_number),
+            "difference": [
+                _interval_cell(d, low, high)
+                for d, low, high in zip(
+                    table["difference"], table["difference_low"], table["difference_high"], strict=True
+                )
+            ],
+            "rank-biserial r": table["rank_biserial"].map(_number),
+            "d_z": table["cohens_dz"].map(_number),
+            "p": table["p_value"].map(_p_value),
+            f"p ({config.correction})": table["p_adjusted"].map(_p_value),
+            "significant": table["significant"].map(lambda flag: "yes" if flag else "no"),
+        }
+    )
+    tested = int(table["p_value"].notna().sum())
+    return Section(
+        "Paired comparisons on matched seeds",
+        [
+            "Each regulator condition against the baseline (none) within the same model, scenario and "
+            "resource level, on the seeds both played (episode i has the same seed in every job). "
+            f"Difference: condition - baseline of the metric as the headline defines it, with a "
+            f"{config.level:.0%} paired bootstrap interval over seeds; p: Wilcoxon signed-rank test on the "
+            f"per-seed differences; effect sizes: matched-pairs rank-biserial r and Cohen's d_z. "
+            f"The {tested} tested comparisons form one family, corrected with "
+            f"{'Holm' if config.correction == 'holm' else 'Benjamini-Hochberg'} at {config.alpha:g}. "
+            f"Fewer than {MIN_UNITS} pairs: no interval and no test (n/a).",
+            Table(shown),
+            Image(
+                paired.plot(table, figures_dir / "paired.png", config),
+                "Differences between conditions on matched seeds with paired bootstrap intervals; "
+                "filled red: significant after correction.",
+            ),
+        ],
+    )
+
+
+def _p_value(value: object) -> str:
+    if value is None or pd.isna(value):
+        return "n/a"
+    return "<0.001" if float(value) < 0.001 else f"{float(value):.3f}"
+
+
+def _profile_section(profiles: pd.DataFrame, figures_dir: Path) -> Section:
+    return Section(
+        "Value profiles",
+        [
+            "One profile per model (its identity without the environment's prompt template, so one model "
+            "is one profile across environments) and condition: the DECIDE-SIM archetype (bootstrap "
+            "confidence) and transgression rates, the Moral Machine AMCEs (95% intervals), distances "
+            "(cluster-bootstrap intervals) and position bias (Wilson), the net value preferences of "
+            "dilemmas and the co-evolution lock-in (bootstrap). † marks a measure with a caveat "
+            "(see profile.csv's text column). Measures found in several scenarios name the scenario.",
+            Table(profile.wide(profiles, _number)),
+            Image(
+                profile.plot(profiles, figures_dir / "profile.png"),
+                "Value profiles: each measure with its interval.",
+            ),
+        ],
+    )
+
+
+def _published_llms(options: Options) -> list[str]:
+    """The published LLMs the reference holds beyond the human populations."""
+    from valuegym.analysis import amce
+
+    if options.reference is None:
+        return []
+    humans = set(amce.human_reference()["population"])
+    return [str(name) for name in options.reference["population"] if name not in humans]
 
 
 def _definitions_section(tables: list[pd.DataFrame], bootstrap: BootstrapConfig) -> Section:

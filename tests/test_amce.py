@@ -82,7 +82,7 @@ def test_reproduces_awads_estimator_on_takemotos_gpt4_responses(shared_data: Pat
     csv = shared_data / "takemoto2024_gpt4_0613_responses.csv"
     assert amce.main([str(csv), "--decision-column", "SavedGPT4", "--out", str(tmp_path)]) == 0
     table = pd.read_csv(tmp_path / "amce.csv")
-    assert list(table.columns) == ["attribute", "estimate", "std_error"]
+    assert list(table.columns) == ["attribute", "estimate", "std_error", "decisions", "below_minimum"]
     assert list(table["attribute"]) == list(GPT4_0613)
     for attribute, expected in GPT4_0613.items():
         estimate = table.set_index("attribute").loc[attribute, "estimate"]
