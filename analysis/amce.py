@@ -350,6 +350,8 @@ def bootstrap_amces(
     decided, subsets = _decided_subsets(frame, design)
     codes, uniques = pd.factorize(decided["_cluster"])
     clusters = len(uniques)
+    if clusters == 0:  # nothing decided: nothing to resample
+        return np.full((resamples, len(TABLE_ROWS)), np.nan)
     weight = decided["_weight"].to_numpy(float)
     weighted_y = weight * decided["_decision"].to_numpy(float)
     sums = np.zeros((clusters, len(TABLE_ROWS), 4))  # per dilemma: Σw·y and Σw, treated and baseline

@@ -75,7 +75,11 @@ def attach(frame: pd.DataFrame, known: Models | None = None) -> Models:
     if known is not None:
         identities |= {i: known.identities[i] for i in labels if i in known.identities}
         taken = set(known.names.values())
-        others = display_names({i: label for i, label in labels.items() if i not in known.names}, identities)
+        others = display_names(
+            {i: label for i, label in labels.items() if i not in known.names},
+            identities,
+            _environments(frame),
+        )
         # a seat's model named like another model (e.g. a background policy): the hash tells them apart
         others = {
             i: f"{name} #{i.removeprefix('policy:')[:6]}" if name in taken else name
@@ -83,7 +87,7 @@ def attach(frame: pd.DataFrame, known: Models | None = None) -> Models:
         }
         names = {i: known.names.get(i) or others[i] for i in labels}
     else:
-        names = display_names(labels, identities)
+        names = display_names(labels, identities, _environments(frame))
     frame[MODEL] = frame["model_id"].map(names)
     return Models(frame, names, identities, unidentified)
 
@@ -94,44 +98,57 @@ def ensure(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def display_names(
-    labels: Mapping[str, str], identities: Mapping[str, Mapping[str, Any] | None]
+    labels: Mapping[str, str],
+    identities: Mapping[str, Mapping[str, Any] | None],
+    envs: Mapping[str, set[str]] | None = None,
 ) -> dict[str, str]:
-    """A unique readable name per id: its label, plus the fields that tell apart ids sharing it."""
+    """A readable name per id: its label, plus the fields that tell apart ids sharing it.
+
+    Ids that differ only in environment-specific fields (the prompt template) and never ran in
+    the same environment share a name: that is one agent run in several environments. ``envs``
+    gives each id's environments (default: all ids in one)."""
     by_label: dict[str, list[str]] = {}
     for model_id, label in labels.items():
         by_label.setdefault(label, []).append(model_id)
     names: dict[str, str] = {}
     for label, ids in by_label.items():
-        if len(ids) == 1:
-            names[ids[0]] = label
-            continue
-        flat = {model_id: _flatten(identities.get(model_id) or {}) for model_id in ids}
+        flat = {model_id: _flatten(_common(identities.get(model_id))) for model_id in ids}
         keys = sorted({key for fields in flat.values() for key in fields})
         differing = [key for key in keys if len({json.dumps(flat[i].get(key)) for i in ids}) > 1]
         for model_id in ids:
             shown = ", ".join(
-                f"{key.rsplit('.', 1)[-1]}={_short(flat[model_id].get(key))}"
+                f"{key.split('.', 1)[-1]}={_short(flat[model_id].get(key))}"  # without params./model.
                 for key in differing[:_MAX_SHOWN_FIELDS]
             )
             names[model_id] = f"{label} ({shown})" if shown else label
-        if len({names[i] for i in ids}) < len(ids):  # fields cut off or not recorded: the hash decides
-            for model_id in ids:
+        for model_id in ids:  # still a name shared within one environment: the hash decides
+            rivals = [
+                other
+                for other in ids
+                if other != model_id
+                and names[other] == names[model_id]
+                and (envs is None or envs.get(other, set()) & envs.get(model_id, set()))
+            ]
+            if rivals:
                 names[model_id] = f"{names[model_id]} #{model_id.removeprefix('policy:')[:6]}"
     return names
 
 
 def profile_names(models: Models) -> dict[str, str]:
-    """Display name -> profile name: models that differ only by environment-specific fields
-    (each environment's prompt template) share one profile, named by its label."""
+    """Display name -> profile name: an agent's models that differ only by environment-specific
+    fields (each environment's prompt template) share one profile."""
     keys = {model_id: profile_key(model_id, models.identities.get(model_id)) for model_id in models.names}
     labels = dict(zip(models.frame["model_id"], models.frame["model_label"].astype(str), strict=False))
-    profile_labels = {keys[i]: labels[i] for i in models.names}
-    common = {
-        keys[i]: {k: v for k, v in (models.identities.get(i) or {}).items() if k not in ENVIRONMENT_SPECIFIC}
-        for i in models.names
-    }
-    names = display_names(profile_labels, {key: value or None for key, value in common.items()})
-    return {models.names[i]: names[keys[i]] for i in models.names}
+    profiles = display_names(
+        {keys[i]: labels[i] for i in models.names},
+        {keys[i]: _common(models.identities.get(i)) or None for i in models.names},
+    )
+    return {models.names[i]: profiles[keys[i]] for i in models.names}
+
+
+def _common(identity: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The identity without its environment-specific fields."""
+    return {key: value for key, value in (identity or {}).items() if key not in ENVIRONMENT_SPECIFIC}
 
 
 def profile_key(model_id: str, identity: Mapping[str, Any] | None) -> str:
@@ -139,8 +156,7 @@ def profile_key(model_id: str, identity: Mapping[str, Any] | None) -> str:
     environment-specific fields (the prompt template); ``model_id`` without a recorded identity."""
     if identity is None:
         return model_id
-    common = {key: value for key, value in identity.items() if key not in ENVIRONMENT_SPECIFIC}
-    text = json.dumps(common, sort_keys=True, separators=(",", ":"))
+    text = json.dumps(_common(identity), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
@@ -162,6 +178,12 @@ def describe(identity: Mapping[str, Any] | None) -> dict[str, str]:
         + str(template.get("sha256") or "")[:12],
         "settings": ", ".join(f"{key}={_short(value, 40)}" for key, value in sorted(shown.items())),
     }
+
+
+def _environments(frame: pd.DataFrame) -> dict[str, set[str]] | None:
+    if "env" not in frame.columns:
+        return None
+    return {str(i): set(group.astype(str)) for i, group in frame.groupby("model_id")["env"]}
 
 
 def _parse(text: object) -> dict[str, Any] | None:

@@ -32,16 +32,19 @@ def summary(sweep_dir: Path) -> pd.DataFrame:
     ]
     episodes = pd.concat(frames, ignore_index=True)
     episodes = episodes[episodes.status == "ok"]
-    table = episodes.groupby(["policy", "scarcity"], sort=False).agg(
+    # grouped by what ran (the recorded model), valid replies pooled as the report pools them
+    table = episodes.groupby(["model_label", "scarcity"], sort=False).agg(
         episodes=("episode_id", "count"),
         transgressions=("transgressions", "mean"),
         cooperation=("cooperation_count", "mean"),
         survival_rate=("survival_rate", "mean"),
-        valid_reply_rate=("valid_reply_rate", "mean"),
+        valid_replies=("valid_replies", "sum"),
+        replies=("replies", "sum"),
     )
+    table["valid_reply_rate"] = table.pop("valid_replies") / table.pop("replies")
     order = {s: i for i, s in enumerate(SCARCITIES)}
-    return table.sort_index(
-        level=["policy", "scarcity"], key=lambda index: index.map(lambda v: order.get(v, v))
+    return table.rename_axis(["model", "scarcity"]).sort_index(
+        level=["model", "scarcity"], key=lambda index: index.map(lambda v: order.get(v, v))
     )
 
 

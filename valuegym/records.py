@@ -48,6 +48,7 @@ DECLARED_TYPES: dict[str, pa.DataType] = {
     "cost_usd": pa.float64(),
     "guilt": pa.float64(),
     "satisfaction": pa.float64(),
+    "Saved": pa.int64(),  # Moral Machine responses: null for both rows of an undecided dilemma
 }
 
 
