@@ -464,7 +464,9 @@ def _archetypes_section(archetypes: Archetypes, thresholds: Thresholds, figures_
     )
     if not archetypes.table.empty:
         shown = archetypes.table.copy()
-        shown["confidence"] = shown["confidence"].map(lambda share: "n/a" if pd.isna(share) else f"{share:.0%}")
+        shown["confidence"] = shown["confidence"].map(
+            lambda share: "n/a" if pd.isna(share) else f"{share:.0%}"
+        )
         section.blocks.append(Table(_format_numbers(shown)))
         section.blocks.append(f"Unsupervised check: {archetypes.clustering}")
         disagreements = archetypes.table[archetypes.table["agrees_with_cluster"].eq(False)]
