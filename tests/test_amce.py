@@ -221,3 +221,68 @@ def test_cli_names_what_is_wrong(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert "Barrier" in capsys.readouterr().err
     assert amce.main([str(csv), "--decision-column", "Nope"]) == 2
     assert amce.main([str(tmp_path / "missing.csv")]) == 2
+
+
+# --------------------------------------------------------------------------- distances and guards
+
+
+def test_distance_between_published_llms_and_humans_matches_takemoto_table_s1(shared_data: Path) -> None:
+    # design note §7: recomputing d from table_S2 reproduces table_S1 (GPT-4 0.7623, Llama 2 7B 1.0771)
+    table_s2 = shared_data / "takemoto2026_llm_amce_table_s2.csv"
+    humans = amce.llm_reference(table_s2, ["Human"])
+    for model, published in (("GPT-4(Apr'24)", 0.7623), ("Llama 2 7B", 1.0771), ("GPT-3.5(Jan'24)", 0.7964)):
+        row = amce.llm_reference(table_s2, [model]).iloc[0]
+        table = pd.DataFrame(
+            {
+                "attribute": list(amce.ATTRIBUTES),
+                "estimate": [row[a] for a in amce.ATTRIBUTES],
+                "std_error": 0.0,
+            }
+        )
+        assert amce.distance_to_reference(table, humans)["distance"].item() == pytest.approx(
+            published, abs=5e-5
+        )
+    with pytest.raises(amce.AmceError, match="has no model 'GPT-5'"):
+        amce.llm_reference(table_s2, ["GPT-5"])
+
+
+def test_cells_below_the_minimum_are_flagged_and_left_out_of_distances() -> None:
+    responses = simulate(UtilityPolicy(), episodes=4)  # 200 dilemmas: few at each No. Characters difference
+    table = amce.amce_table(responses, min_decisions=30).set_index("attribute")
+    assert table.loc["Intervention", "decisions"] == 200 and not table.loc["Intervention", "below_minimum"]
+    assert (
+        table.loc[amce.by_difference(3), "below_minimum"]
+        and table.loc[amce.by_difference(3), "decisions"] > 0
+    )
+    flagged = [a for a in amce.ATTRIBUTES if table.loc[a, "below_minimum"]]
+    assert flagged and "Intervention" not in flagged
+    distances = amce.distance_to_reference(table.reset_index()).set_index("population")
+    usa = distances.loc["USA"]  # compares the pooled No. Characters
+    assert usa["attributes"] == 9 - len(flagged)
+    assert usa["left_out"] == "; ".join(f"{a}: {table.loc[a, 'decisions']} decisions" for a in flagged)
+    humans = amce.human_reference().set_index("population").loc["USA"]
+    used = [a for a in amce.ATTRIBUTES if a not in flagged]
+    expected = np.sqrt(sum((table.loc[a, "estimate"] - humans[a]) ** 2 for a in used))
+    assert usa["distance"] == pytest.approx(expected)
+    assert np.isnan(usa["distance_low"])  # no bootstrap draws given: no interval
+
+
+def test_gpt4_distance_has_a_cluster_bootstrap_interval(shared_data: Path) -> None:
+    responses = pd.read_csv(shared_data / "takemoto2024_gpt4_0613_responses.csv")
+    prepared = amce.prepare(responses, "SavedGPT4")
+    table = amce._amce_of_prepared(prepared, None)
+    assert table.set_index("attribute").loc[amce.by_difference(4), "decisions"] == 89
+    assert not table["below_minimum"].any()
+    draws = amce.bootstrap_amces(prepared, None, resamples=300)
+    # the bootstrap is centred on the estimates (closed form = the WLS coefficients)
+    assert np.allclose(np.nanmean(draws, axis=0), table["estimate"], atol=0.02)
+    distance = amce.distance_to_reference(table, draws=draws).set_index("population").loc["Global"]
+    assert distance["distance_low"] < distance["distance"] < distance["distance_high"]
+    assert distance["attributes"] == 9 and distance["left_out"] == ""
+
+
+def test_position_bias_has_a_wilson_interval_and_none_from_one_decision() -> None:
+    bias = amce.position_bias(simulate(FirstCasePolicy(), episodes=2))
+    assert bias["p_first_chosen"] == 1.0 and 0.9 < bias["p_first_low"] < 1.0 and bias["p_first_high"] == 1.0
+    one = simulate(FirstCasePolicy(), episodes=1, dilemmas=1)
+    assert amce.position_bias(one)["p_first_low"] is None
