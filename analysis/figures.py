@@ -21,6 +21,7 @@ from valuegym.analysis.archetypes import (
     SCARCE,
     UNCLASSIFIED,
     Thresholds,
+    setting,
 )
 from valuegym.analysis.identity import MODEL
 from valuegym.analysis.metrics import RESOURCE_LEVELS, sort_key
@@ -49,8 +50,12 @@ def by_resource_level(metrics: pd.DataFrame, metric: str, ylabel: str, title: st
     figure = Figure(figsize=(7.5, 4.5), dpi=DPI)
     axes = figure.add_subplot()
     series = metrics[metrics["scarcity"].isin(levels) & metrics[metric].notna()]
-    count = series.groupby([MODEL, "condition"], sort=True).ngroups
-    for index, ((model, condition), rows) in enumerate(series.groupby([MODEL, "condition"], sort=True)):
+    # one line per game: the levels of differently configured scenarios are never joined
+    series = series.assign(setting=series["scenario"].astype(str).map(setting))
+    show_setting = series["setting"].nunique() > 1
+    keys = [MODEL, "condition", "setting"]
+    count = series.groupby(keys, sort=True).ngroups
+    for index, ((model, condition, game), rows) in enumerate(series.groupby(keys, sort=True)):
         rows = rows.sort_values("scarcity", key=lambda column: column.map(positions))
         # spread the series sideways a little so their intervals do not hide each other
         offset = (index - (count - 1) / 2) * 0.04
@@ -62,7 +67,7 @@ def by_resource_level(metrics: pd.DataFrame, metric: str, ylabel: str, title: st
             yerr=_error_bars(rows, metric),
             marker="o",
             capsize=3,
-            label=series_label(model, condition, show_condition),
+            label=series_label(model, condition, show_condition) + (f" {game}" if show_setting else ""),
         )
     axes.set_xticks(range(len(levels)), [LEVEL_NAMES.get(level, level) for level in levels])
     axes.set_xlabel("resource level")

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from valuegym.analysis import figures, identity, original, paired, profile, records
+from valuegym.analysis import amce, figures, identity, original, paired, profile, records
 from valuegym.analysis.archetypes import Archetypes, Thresholds, classify_policies
 from valuegym.analysis.identity import MODEL, Models
 from valuegym.analysis.metrics import (
@@ -157,7 +157,7 @@ class Options:
     """What the statistics beyond the headline use (``valuegym analyze`` options)."""
 
     paired: paired.PairedConfig = field(default_factory=paired.PairedConfig)
-    min_amce_decisions: int = 30
+    min_amce_decisions: int = amce.MIN_DECISIONS
     reference: pd.DataFrame | None = None  # human (and LLM) AMCEs; None: the human reference
 
 
@@ -268,8 +268,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``valuegym analyze``; returns the exit status."""
     parser = _parser()
     args = parser.parse_args(argv)
-    from valuegym.analysis import amce  # the reference tables
-
     try:
         bootstrap = BootstrapConfig(resamples=args.bootstrap, level=args.level, seed=args.seed)
         thresholds = Thresholds(ethical_max=args.ethical_max, exploit_min=args.exploit_min)
@@ -332,8 +330,6 @@ def _parser() -> argparse.ArgumentParser:
         help="multiple-testing correction over the report's paired comparisons: Holm (family-wise) "
         "or Benjamini-Hochberg (false discovery rate)",
     )
-    from valuegym.analysis import amce
-
     amce.add_reference_options(parser)
     return parser
 
@@ -493,9 +489,6 @@ def _amce_groups(
     runs: list[records.Run], episodes: pd.DataFrame, options: Options
 ) -> list[profile.AmceGroup]:
     """The AMCEs, distances and position bias of every model × scenario × condition."""
-    # imported here: only Moral Machine analyses need the AMCE estimator
-    from valuegym.analysis import amce
-
     responses = records.load(runs, "responses")
     keys = [MODEL, "scenario", "condition"]
     if "episode_id" in responses.columns:
@@ -535,8 +528,6 @@ def _group_name(group: profile.AmceGroup, groups: Sequence[profile.AmceGroup]) -
 
 
 def _amce_section(groups: list[profile.AmceGroup], options: Options, figures_dir: Path) -> Section:
-    from valuegym.analysis import amce
-
     names = [_group_name(group, groups) for group in groups]
     estimates = pd.DataFrame({"attribute": list(amce.TABLE_ROWS)})
     for name, group in zip(names, groups, strict=True):
@@ -754,8 +745,6 @@ def _profile_section(profiles: pd.DataFrame, figures_dir: Path) -> Section:
 
 def _published_llms(options: Options) -> list[str]:
     """The published LLMs the reference holds beyond the human populations."""
-    from valuegym.analysis import amce
-
     if options.reference is None:
         return []
     humans = set(amce.human_reference()["population"])
