@@ -496,6 +496,7 @@ DISTANCE_COLUMNS: tuple[str, ...] = (
     "distance_low",
     "distance_high",
     "attributes",
+    "partial_distance",
     "left_out",
 )
 
@@ -510,9 +511,11 @@ def distance_to_reference(
 
     The Global reference's No. Characters is Awad's difference-4 effect, so it is compared
     with ours at difference 4; the other populations with the pooled effect. An AMCE flagged
-    ``below_minimum`` (or undefined) is left out: ``attributes`` says how many of the nine the
-    distance uses and ``left_out`` which, and why. ``draws`` (from :func:`bootstrap_amces`)
-    give the distance's percentile interval (NaN without them).
+    ``below_minimum`` (or undefined) is left out: ``attributes`` says how many of the nine are
+    usable and ``left_out`` which are not, and why. ``distance`` is Takemoto's d, over all nine,
+    so it is NaN unless all nine are usable (a distance over fewer is another, smaller number);
+    ``partial_distance`` is the distance over the usable ones, for information. ``draws`` (from
+    :func:`bootstrap_amces`) give the distance's percentile interval (NaN without them).
     """
     reference = human_reference() if reference is None else reference
     indexed = table.set_index("attribute")
@@ -539,9 +542,11 @@ def distance_to_reference(
                 used.append((attribute, row_name))
         theirs = np.array([float(population[attribute]) for attribute, _ in used])
         ours = np.array([float(indexed.loc[row_name, "estimate"]) for _, row_name in used])
-        distance = float(np.sqrt(((ours - theirs) ** 2).sum())) if used else float("nan")
+        partial = float(np.sqrt(((ours - theirs) ** 2).sum())) if used else float("nan")
+        complete = len(used) == len(ATTRIBUTES)
+        distance = partial if complete else float("nan")
         low = high = float("nan")
-        if draws is not None and used:
+        if draws is not None and complete:
             positions = [TABLE_ROWS.index(row_name) for _, row_name in used]
             resampled = np.sqrt(((draws[:, positions] - theirs) ** 2).sum(axis=1))
             resampled = resampled[np.isfinite(resampled)]
@@ -554,6 +559,7 @@ def distance_to_reference(
                 "distance_low": low,
                 "distance_high": high,
                 "attributes": len(used),
+                "partial_distance": partial,
                 "left_out": "; ".join(left_out),
             }
         )

@@ -564,7 +564,8 @@ def _amce_section(groups: list[profile.AmceGroup], options: Options, figures_dir
                     distances["distance"], distances["distance_low"], distances["distance_high"], strict=True
                 )
             ],
-            "attributes used": distances["attributes"].astype(str) + " of 9",
+            "AMCEs usable": distances["attributes"].astype(str) + " of 9",
+            "distance over the usable": distances["partial_distance"].map(_number),
             "left out (too few decisions)": distances["left_out"].replace("", "-"),
         }
     )
@@ -580,9 +581,10 @@ def _amce_section(groups: list[profile.AmceGroup], options: Options, figures_dir
             Table(estimates),
             "Position: how often the outcome presented first was chosen (Wilson 95% interval).",
             Table(positions),
-            "Distance to the reference AMCEs (Euclidean over the AMCEs used; Global compares No. Characters "
-            "at difference 4), with 95% intervals from a cluster bootstrap over dilemmas "
-            f"({amce.DISTANCE_RESAMPLES} resamples):",
+            "Distance to the reference AMCEs (Takemoto's d: Euclidean over the nine AMCEs; Global compares "
+            "No. Characters at difference 4), with 95% intervals from a cluster bootstrap over dilemmas "
+            f"({amce.DISTANCE_RESAMPLES} resamples); n/a unless all nine are usable (the distance over the "
+            "usable ones is shown beside it, but is not comparable with published distances):",
             Table(distance_table),
             Image(
                 amce.plot_amce_groups(
