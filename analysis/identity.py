@@ -163,7 +163,13 @@ def profile_key(model_id: str, identity: Mapping[str, Any] | None) -> str:
 def describe(identity: Mapping[str, Any] | None) -> dict[str, str]:
     """The fields of an identity a run list shows: kind, model, file hash, template hash, settings."""
     if identity is None:
-        return {"kind": "not recorded", "model": "", "file sha256": "", "template sha256": "", "settings": ""}
+        return {
+            "kind": "not recorded",
+            "model name": "",
+            "file sha256": "",
+            "template sha256": "",
+            "settings": "",
+        }
     model = identity.get("model") or {}
     template = identity.get("template") or {}
     params = identity.get("params") or {}
@@ -172,7 +178,7 @@ def describe(identity: Mapping[str, Any] | None) -> dict[str, str]:
         shown["personas"] = f"{len(params['personas'])} texts"
     return {
         "kind": str(model.get("type") or identity.get("kind") or "scripted"),
-        "model": str(model.get("name") or identity.get("policy") or ""),
+        "model name": str(model.get("name") or identity.get("policy") or ""),
         "file sha256": str(model.get("sha256") or "")[:12],
         "template sha256": (f"{template.get('origin')}: " if template else "")
         + str(template.get("sha256") or "")[:12],

@@ -339,7 +339,8 @@ def survival_curves(agents: pd.DataFrame, episodes: pd.DataFrame) -> pd.DataFram
 
 
 def value_preferences(decisions: pd.DataFrame, bootstrap: BootstrapConfig) -> pd.DataFrame:
-    """Per environment, model and value: the shares of decisions upholding and violating it.
+    """Per environment, model, condition (when recorded) and value: the shares of decisions
+    upholding and violating it.
 
     ``decisions`` needs ``run_dir, episode_id, env, model, agent, events`` (``env`` joined
     from the episodes, ``model`` the seat's, :func:`valuegym.analysis.identity.attach`). Each moral event may list values upheld (``+honesty``) or violated
@@ -352,7 +353,8 @@ def value_preferences(decisions: pd.DataFrame, bootstrap: BootstrapConfig) -> pd
     ``violated_share`` and ``net_share``, each with ``_low`` and ``_high``.
     """
     shares = ("upheld_share", "violated_share", "net_share")
-    columns = ["env", MODEL, "value", "episodes", "decisions"] + [
+    keys = ["env", MODEL, *(["condition"] if "condition" in decisions.columns else [])]
+    columns = [*keys, "value", "episodes", "decisions"] + [
         f"{share}{suffix}" for share in shares for suffix in ("", "_low", "_high")
     ]
     decisions = ensure(decisions)
@@ -361,17 +363,20 @@ def value_preferences(decisions: pd.DataFrame, bootstrap: BootstrapConfig) -> pd
         return pd.DataFrame(columns=columns)
     episode = ["run_dir", "episode_id"]
     rows: list[dict[str, object]] = []
-    for (env, model), group in decisions.groupby(["env", MODEL], sort=True):
+    for key, group in decisions.groupby(keys, sort=True):
+        env = key[0]
         per_episode = group.groupby(episode, sort=True).size().rename("decisions").reset_index()
         enough = len(per_episode) >= MIN_UNITS
-        indices = bootstrap.indices((env, model, "values"), len(per_episode)) if enough else None
+        indices = bootstrap.indices((*key, "values"), len(per_episode)) if enough else None
         totals = per_episode["decisions"].to_numpy(dtype=float)
         env_stances = stances[stances["env"] == env]
         for value in sorted(env_stances["value"].unique()):
-            signs = env_stances[(env_stances["value"] == value) & (env_stances[MODEL] == model)]
+            mine = env_stances["value"] == value
+            for column, part in zip(keys, key, strict=True):
+                mine &= env_stances[column] == part
+            signs = env_stances[mine]
             row: dict[str, object] = {
-                "env": env,
-                MODEL: model,
+                **dict(zip(keys, key, strict=True)),
                 "value": value,
                 "episodes": len(per_episode),
                 "decisions": int(totals.sum()),
@@ -401,10 +406,16 @@ def _value_stances(decisions: pd.DataFrame) -> pd.DataFrame:
     # most decisions carry no valued event: parse only those whose JSON lists a value
     carries_values = decisions["events"].str.contains(r'"values":\s*\[\s*"', regex=True, na=False)
     rows: list[tuple[object, ...]] = []
-    columns = ["run_dir", "episode_id", "env", MODEL, "agent", "events"]
-    for run_dir, episode_id, env, model, agent, events in decisions.loc[carries_values, columns].itertuples(
-        index=False
-    ):
+    condition = (
+        decisions["condition"]
+        if "condition" in decisions.columns
+        else pd.Series("none", index=decisions.index)
+    )
+    frame = decisions.assign(_condition=condition)
+    columns = ["run_dir", "episode_id", "env", MODEL, "_condition", "agent", "events"]
+    for run_dir, episode_id, env, model, condition_name, agent, events in frame.loc[
+        carries_values, columns
+    ].itertuples(index=False):
         signs: dict[str, set[str]] = {}
         for event in _parse_events(events):
             if event.get("agent") != agent:
@@ -416,8 +427,8 @@ def _value_stances(decisions: pd.DataFrame) -> pd.DataFrame:
                 signs.setdefault(value, set()).add(sign)
         for value in sorted(signs):
             net = 0 if len(signs[value]) == 2 else (1 if signs[value] == {"+"} else -1)
-            rows.append((run_dir, episode_id, env, model, value, net))
-    return pd.DataFrame(rows, columns=["run_dir", "episode_id", "env", MODEL, "value", "sign"])
+            rows.append((run_dir, episode_id, env, model, condition_name, value, net))
+    return pd.DataFrame(rows, columns=["run_dir", "episode_id", "env", MODEL, "condition", "value", "sign"])
 
 
 def _parse_events(events: str) -> list[dict[str, object]]:

@@ -174,7 +174,7 @@ def build(
         for row in values.itertuples():
             add(
                 row.model,
-                "none",
+                row.condition,
                 str(row.env),
                 str(row.env),
                 f"{row.value}: upheld − violated",

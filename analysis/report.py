@@ -342,7 +342,7 @@ def _load_episodes(runs: list[records.Run]) -> pd.DataFrame:
 
 
 def _ok_keys(episodes: pd.DataFrame) -> pd.DataFrame:
-    return episodes.loc[episodes["status"] == STATUS_OK, ["run_dir", "episode_id", "env"]]
+    return episodes.loc[episodes["status"] == STATUS_OK, ["run_dir", "episode_id", "env", "condition"]]
 
 
 # --------------------------------------------------------------------------- sections
