@@ -796,6 +796,13 @@ def _app_links(episodes: pd.DataFrame, runs: list[records.Run], app_url: str) ->
     for values, rows in episodes.groupby(keys, dropna=False, sort=True) if keys else [((), episodes)]:
         values = values if isinstance(values, tuple) else (values,)
         filters = {f"f.{k}": str(v) for k, v in zip(keys, values, strict=True) if not pd.isna(v)}
+        if MODEL in filters:  # a display name: the records hold the identity's id (or only the policy)
+            model_id = str(rows["model_id"].iloc[0])
+            del filters[f"f.{MODEL}"]
+            if model_id.startswith("policy:"):
+                filters["f.policy"] = model_id.removeprefix("policy:")
+            else:
+                filters["f.model_id"] = model_id
         label = ", ".join(f"{k} {v}" for k, v in zip(keys, values, strict=True) if not pd.isna(v)) or "all"
         run_dirs = list(dict.fromkeys(rows["run_dir"]))
         groups.append((label, [(jobs.get(d, d), d, filters) for d in run_dirs]))

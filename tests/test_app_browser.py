@@ -240,8 +240,10 @@ def test_the_report_links_each_group_to_its_episodes_when_the_app_runs(
     expect(group).to_be_visible()
     group.locator("a.app-link").click()
     expect(page.locator("#episodes tbody tr")).to_have_count(3)
-    assert "f.policy=scripted%2Frandom" in page.url and "f.scarcity=low" in page.url
-    expect(page.locator("main")).to_contain_text("policy = scripted/random")
+    # the group's model is its recorded identity, not the config's name
+    model_id = pd.read_parquet(run / "episodes")["model_id"].iloc[0]
+    assert f"f.model_id={model_id}" in page.url and "f.scarcity=low" in page.url
+    expect(page.locator("main")).to_contain_text(f"model_id = {model_id}")
 
 
 def test_two_people_steer_the_co_evolution_ais_with_the_schema_form(
