@@ -192,7 +192,8 @@ def analyse(
         env_run_dirs = set(env_episodes["run_dir"])
         env_runs = [run for run in runs if str(run.path) in env_run_dirs]
         # other environments' columns are null here: keep those this environment records
-        recorded = {*records.columns_of(env_runs, "episodes"), *records.SOURCE_COLUMNS}
+        # (and the model each group is, as named for the whole analysis)
+        recorded = {*records.columns_of(env_runs, "episodes"), *records.SOURCE_COLUMNS, MODEL, "model_id"}
         env_episodes = env_episodes[[column for column in env_episodes.columns if column in recorded]]
         table = summarise(env_episodes, ALL_METRICS, bootstrap)
         table.insert(0, "env", env)
@@ -796,7 +797,7 @@ def _app_links(episodes: pd.DataFrame, runs: list[records.Run], app_url: str) ->
     for values, rows in episodes.groupby(keys, dropna=False, sort=True) if keys else [((), episodes)]:
         values = values if isinstance(values, tuple) else (values,)
         filters = {f"f.{k}": str(v) for k, v in zip(keys, values, strict=True) if not pd.isna(v)}
-        if MODEL in filters:  # a display name: the records hold the identity's id (or only the policy)
+        if f"f.{MODEL}" in filters:  # a display name: the records hold the identity's id (or only the policy)
             model_id = str(rows["model_id"].iloc[0])
             del filters[f"f.{MODEL}"]
             if model_id.startswith("policy:"):

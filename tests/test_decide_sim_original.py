@@ -518,7 +518,7 @@ def test_embedded_model_plays_the_faithful_preset(tmp_path: Path) -> None:
     for row in decisions.itertuples():
         assert row.prompt.startswith("[user]\n") and "[system]" not in row.prompt
         assert "high_level_goal" in row.prompt and "Turn: 1/1" in row.prompt
-        if not row.valid:  # only a reply cut off at max_tokens may fail to parse
+        if not row.reply_parsed:  # only a reply cut off at max_tokens may fail to parse
             assert "max_tokens" in row.reason
             continue
         reply = json.loads(row.raw_reply)
