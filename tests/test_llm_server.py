@@ -48,6 +48,29 @@ def openai_policy(base_url: str, tmp_path: Path, **overrides: Any) -> LLMPolicy:
     return LLMPolicy(parse_config(raw), "decide_sim")
 
 
+@pytest.mark.slow
+def test_the_shipped_openai_config_works_unmodified_against_a_llama_cpp_server(
+    llama_server: LlamaServerProcess, tmp_path: Path
+) -> None:
+    # conf/agent/llm/openai.yaml as shipped: only its two ??? keys (and a private cache) are set.
+    raw = yaml.safe_load((CONF_DIR / "openai.yaml").read_text())
+    raw["backend"].update(base_url=llama_server.base_url, model="smollm2")
+    raw["cache"]["path"] = str(tmp_path / "cache.sqlite")
+    policy = LLMPolicy(parse_config(raw), "decide_sim")
+    asyncio.run(policy.preflight())
+    # llama-cpp-python's server refuses json_schema (HTTP 500 naming response_format) and takes
+    # json_object with the schema: the probe finds that out.
+    model = policy.backend
+    while not isinstance(model, OpenAICompatibleBackend):
+        model = model.inner  # type: ignore[attr-defined]
+    assert model.active_json_mode == "json_object"
+    [decision] = run(policy, first_turns(policy, ["Alpha"]))
+    assert decision.llm is not None and decision.llm.calls == 1 and decision.llm.raw_reply
+    assert decision.valid or "max_tokens" in decision.reason, decision.reason
+    # The schema sent had no 1,500-character cap (whose grammar crashes this server): it still answers.
+    asyncio.run(OpenAICompatibleBackend(llama_server.base_url, "smollm2").check())
+
+
 def embedded_policy(tmp_path: Path) -> LLMPolicy:
     raw = yaml.safe_load((CONF_DIR / "smollm2.yaml").read_text())
     raw["cache"]["path"] = str(tmp_path / "cache.sqlite")

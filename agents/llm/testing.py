@@ -5,7 +5,9 @@
   started, killed mid-run and restarted.
 * :class:`StubOpenAIServer`: a minimal OpenAI-compatible chat endpoint in a background
   thread that replies after a fixed latency with a scripted text, can fail its first
-  requests with chosen HTTP statuses, and records what it received. For throughput
+  requests with chosen HTTP statuses (with a Retry-After), refuse response_format types
+  as a server that lacks them does, reject bursts beyond a request rate with 429 (a
+  hosted API's rate limit), and records what it received and when. For throughput
   benchmarks and for faults a real model cannot be made to produce on demand
   (slow replies, non-JSON text, rate limits).
 
@@ -15,6 +17,7 @@ Both are context managers exposing ``base_url`` (ending in ``/v1``).
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import socket
 import subprocess
@@ -129,8 +132,13 @@ class StubOpenAIServer:
     ``reply`` is the text of every reply, or a function of the request body returning
     it; each reply comes after ``latency_s``. The first ``len(fail_first)`` chat requests
     are answered with those HTTP statuses instead (the error message echoes the request's
-    Authorization header, as some providers echo the key). ``requests`` holds every chat request
-    body received and ``authorizations`` their Authorization headers.
+    Authorization header, as some providers echo the key; ``retry_after_s`` is sent as a
+    Retry-After header). A request whose ``response_format.type`` is in ``refused_formats``
+    gets HTTP 500 naming response_format, as llama-cpp-python's server answers
+    ``json_schema``. With ``max_per_second``, a request arriving when that many arrived in
+    the last second is rejected with 429 (``rejected`` counts them). ``requests`` holds every
+    chat request body received, ``arrivals`` their monotonic arrival times, and
+    ``authorizations`` their Authorization headers.
     """
 
     def __init__(
@@ -139,12 +147,21 @@ class StubOpenAIServer:
         *,
         latency_s: float = 0.0,
         fail_first: Sequence[int] = (),
+        retry_after_s: float | None = None,
+        refused_formats: Sequence[str] = (),
+        max_per_second: int | None = None,
         port: int | None = None,
     ) -> None:
         self.reply = reply
         self.latency_s = latency_s
         self.fail_first = list(fail_first)
+        self.retry_after_s = retry_after_s
+        self.refused_formats = set(refused_formats)
+        self.max_per_second = max_per_second
+        self.rejected = 0
+        self._recent: collections.deque[float] = collections.deque()
         self.requests: list[dict[str, Any]] = []
+        self.arrivals: list[float] = []
         self.authorizations: list[str] = []
         self.port = port if port is not None else free_port()
         self.base_url = f"http://{HOST}:{self.port}/v1"
@@ -164,14 +181,34 @@ class StubOpenAIServer:
 
         async def chat(request: Request) -> JSONResponse:
             body = await request.json()
+            now = time.monotonic()
             self.requests.append(body)
+            self.arrivals.append(now)
             self.authorizations.append(request.headers.get("authorization", ""))
+            if self.max_per_second is not None:
+                while self._recent and self._recent[0] <= now - 1.0:
+                    self._recent.popleft()
+                if len(self._recent) >= self.max_per_second:
+                    self.rejected += 1
+                    return JSONResponse(
+                        {"error": {"message": f"rate limit: {self.max_per_second} requests per second"}},
+                        status_code=429,
+                        headers={"retry-after": "1"},
+                    )
+                self._recent.append(now)
             if len(self.requests) <= len(self.fail_first):
                 status = self.fail_first[len(self.requests) - 1]
                 # Like OpenAI's "Incorrect API key provided: ...", the error echoes the credential,
                 # so tests can check that clients keep it out of what they report.
                 message = f"stub failure {status} for {self.authorizations[-1]}"
-                return JSONResponse({"error": {"message": message}}, status_code=status)
+                headers = (
+                    {"retry-after": f"{self.retry_after_s:g}"} if self.retry_after_s is not None else None
+                )
+                return JSONResponse({"error": {"message": message}}, status_code=status, headers=headers)
+            requested_format = (body.get("response_format") or {}).get("type")
+            if requested_format in self.refused_formats:
+                message = f"response_format.type: input should be one of {sorted({'text', 'json_object'} - self.refused_formats)}"
+                return JSONResponse({"error": {"message": message}}, status_code=500)
             await asyncio.sleep(self.latency_s)
             text = self.reply(body) if callable(self.reply) else self.reply
             return JSONResponse(
