@@ -403,6 +403,10 @@ class AffectRegulatedPolicy(Policy):
     def label(self) -> str:
         return self.inner.label()
 
+    @property
+    def calls_in_flight(self) -> int:
+        return self.inner.calls_in_flight
+
     async def preflight(self) -> None:
         await self.inner.preflight()
 

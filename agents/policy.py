@@ -51,6 +51,7 @@ class Turn:
     state: Any
     #: ``env.action_catalog(agent)`` on demand (discrete envs; None otherwise): the structured
     #: action behind each index of the action mask, for policies that show the choices to a person
+    #: or score every allowed action (``answer_format: choice``)
     action_catalog: Callable[[], Sequence[Mapping[str, Any] | None]] | None = None
 
 
@@ -88,6 +89,15 @@ class Policy(ABC):
     #: True when a person decides (``agent=human``): the runner then plays one episode at a
     #: time, in its own process, so a person never faces several games at once
     interactive: bool = False
+
+    @property
+    def calls_in_flight(self) -> int:
+        """Decisions this policy works on at once (an LLM policy: its calls in flight to the model).
+
+        The runner keeps enough episodes going to give it that many; 1 for a policy that
+        decides at once (more episodes in flight would only cost memory).
+        """
+        return 1
 
     @abstractmethod
     def initial_state(self, context: AgentContext) -> Any:

@@ -14,6 +14,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from valuegym.agents.llm.backends import (
+    MAX_RETRY_AFTER_S,
     BackendError,
     CachedBackend,
     CallBudgetBackend,
@@ -488,7 +489,16 @@ def test_retry_backoff_grows_with_jitter_and_respects_caps_and_retry_after() -> 
         assert all(ceiling / 2 <= delay <= ceiling for delay in delays)
         assert len(set(delays)) > 1  # jittered
     assert retrying.delay_s(1, retry_after_s=5.0) == 5.0
-    assert retrying.delay_s(1, retry_after_s=60.0) == 8.0
+    # The server's Retry-After is honoured beyond max_delay_s: it knows when it takes calls again.
+    assert retrying.delay_s(1, retry_after_s=60.0) == 60.0
+
+
+def test_a_retry_after_beyond_the_limit_gives_up_at_once_naming_it() -> None:
+    slow_down = TransientBackendError("HTTP 429: slow down", retry_after_s=MAX_RETRY_AFTER_S + 1)
+    mock = MockBackend([slow_down, "never reached"])
+    with pytest.raises(BackendError, match=r"asks to wait 301 s \(Retry-After\)"):
+        asyncio.run(RetryingBackend(mock, attempts=5, base_delay_s=0.0).complete(request()))
+    assert len(mock.requests) == 1
 
 
 def test_call_budget_stops_calls_beyond_the_limit() -> None:

