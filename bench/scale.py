@@ -187,8 +187,8 @@ def main() -> None:
 
     local = episodes_per_second(scripted(args.episodes), {"type": "local"})
     on_ray = episodes_per_second(scripted(args.episodes), {"type": "ray"})
-    one = episodes_per_second(blocking(args.io_episodes), {"type": "ray", "num_workers": 1, "concurrency": 1})
-    two = episodes_per_second(blocking(args.io_episodes), {"type": "ray", "num_workers": 2, "concurrency": 1})
+    one = episodes_per_second(blocking(args.io_episodes), {"type": "ray", "num_workers": 1})
+    two = episodes_per_second(blocking(args.io_episodes), {"type": "ray", "num_workers": 2})
     samples = memory_over_run(args.memory_episodes)
     ray.shutdown()
 

@@ -698,6 +698,11 @@ class CoevolutionEnv(ParallelEnv):
     def action_space(self, agent: str) -> gymnasium.spaces.Box:
         return self._action_spaces[agent]
 
+    @property
+    def max_steps(self) -> int:
+        """The most steps an episode can last (``envs/spec.py``)."""
+        return self.rounds_total
+
     def action_schema(self, agent: str) -> dict[str, Any]:
         """JSON schema of the structured action: a direction per named dimension (left out: hold)."""
         direction = {

@@ -229,6 +229,11 @@ class DecideSimEnv(ParallelEnv):
         """The structured action behind each index of ``action_space(agent)``."""
         return [dict(entry) for entry in self._catalogs[agent]]
 
+    @property
+    def max_steps(self) -> int:
+        """The most steps an episode can last (``envs/spec.py``)."""
+        return self.max_turns
+
     def action_schema(self, agent: str) -> dict[str, Any]:
         """JSON schema of the structured action an LLM may produce for ``agent`` (with
         ``engine="original"``, the original's ``action_details`` and answer shape)."""

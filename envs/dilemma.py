@@ -369,6 +369,11 @@ class DilemmaEnv(ParallelEnv):
     def action_space(self, agent: str) -> gymnasium.spaces.Discrete:
         return self._action_spaces[agent]
 
+    @property
+    def max_steps(self) -> int:
+        """The most steps an episode can last (``envs/spec.py``)."""
+        return self.schedule.max_steps
+
     def action_catalog(self, agent: str) -> list[dict[str, Any] | None]:
         """The structured action behind each index for the current dilemma (None where masked)."""
         dilemma, order = self.plan[self.dilemma_index]

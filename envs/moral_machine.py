@@ -494,6 +494,11 @@ class MoralMachineEnv(ParallelEnv):
     def action_space(self, agent: str) -> gymnasium.spaces.Discrete:
         return self._action_spaces[agent]
 
+    @property
+    def max_steps(self) -> int:
+        """The most steps an episode can last (``envs/spec.py``)."""
+        return self.schedule.max_steps
+
     def action_catalog(self, agent: str) -> list[dict[str, Any]]:
         """The structured action behind each index of ``action_space(agent)``."""
         return [{"choice": choice} for choice in CHOICES]

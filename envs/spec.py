@@ -20,6 +20,10 @@ and never on an environment's code:
   first and the action under ``key``; without it, ``{"reasoning", "action"}``).
 * **Records**: ``env.episode_summary()`` (after the episode) returns
   per-episode and per-agent metric columns and any extra datasets.
+* **Length**: ``env.max_steps`` is the most steps an episode can last (agents may leave
+  sooner), so a run can say how many decisions it may still take. Environments with a
+  discrete action space also publish ``env.action_catalog(agent)``: the structured action
+  behind each index this step (None where an index means nothing now).
 """
 
 from __future__ import annotations

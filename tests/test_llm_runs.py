@@ -39,8 +39,8 @@ def llm_run(server: LlamaServerProcess, run_dir: Path, episodes: int) -> list[st
         f"agent.backend.base_url={server.base_url}", "agent.backend.model=smollm2",
         "agent.backend.json_mode=none", "agent.backend.timeout_s=30", "agent.max_tokens=40",
         "agent.retry.attempts=2", "agent.retry.base_delay_s=0.1", "agent.retry.max_delay_s=0.2",
-        "+scenario.params.max_turns=2", f"episodes={episodes}",
-        "executor.concurrency=1", "executor.write_every=1", "quiet=true", f"hydra.run.dir={run_dir}",
+        "+scenario.params.max_turns=2", f"episodes={episodes}",  # 2 calls in flight, 4 agents: one episode at a time
+        "agent.concurrency=2", "executor.write_every=1", "quiet=true", f"hydra.run.dir={run_dir}",
     ]  # fmt: skip
 
 

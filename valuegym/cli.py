@@ -50,24 +50,26 @@ def _experiment(cfg: DictConfig) -> Any:
 @hydra.main(version_base="1.3", config_path="pkg://valuegym.conf", config_name="config")
 def run_job(cfg: DictConfig) -> None:
     """One Hydra job: run the experiment into the job's output directory."""
-    from valuegym.runner.run import run_experiment
+    from hydra.types import RunMode
 
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    from valuegym.runner.run import RunStoppedError, run_experiment
+
+    hydra_config = HydraConfig.get()
+    run_dir = Path(hydra_config.runtime.output_dir)
     experiment = _experiment(cfg)
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     executor = {
         **OmegaConf.to_container(cfg.executor, resolve=True),
         **OmegaConf.to_container(cfg.ray, resolve=True),
     }
-    totals = run_experiment(experiment, run_dir, executor, quiet=bool(cfg.quiet))
-    log.info(
-        "%s: %d episodes ok (%d from earlier runs), %d failed -> %s",
-        experiment.scenario.name,
-        totals.ok + totals.skipped,
-        totals.skipped,
-        totals.failed,
-        run_dir,
-    )
+    # In a sweep the jobs draw no bar of their own: SweepProgress draws one line for them all.
+    sweeping = hydra_config.mode == RunMode.MULTIRUN
+    try:
+        totals = run_experiment(experiment, run_dir, executor, quiet=bool(cfg.quiet) or sweeping)
+    except RunStoppedError as stopped:
+        log.info(stopped.totals.summary(experiment.scenario.name, run_dir))
+        raise
+    log.info(totals.summary(experiment.scenario.name, run_dir))
 
 
 def _hydra(app: Callable[[], None], argv: list[str], prog: str) -> int:

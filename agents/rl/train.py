@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import logging
 import os
+import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -35,6 +36,7 @@ from ray.rllib.algorithms.ppo import PPOConfig
 from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
 from ray.rllib.core.rl_module.multi_rl_module import MultiRLModuleSpec
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+from tqdm import tqdm
 
 from valuegym.agents import agent_config, with_prompt_template
 from valuegym.agents.rl.env_adapter import (
@@ -220,15 +222,25 @@ def save_checkpoint(algo: Algorithm, plan: TrainingPlan, path: Path, iteration: 
 
 
 def train(
-    algo: Algorithm, plan: TrainingPlan, iterations: int, run_dir: Path, checkpoint_every: int
+    algo: Algorithm,
+    plan: TrainingPlan,
+    iterations: int,
+    run_dir: Path,
+    checkpoint_every: int,
+    quiet: bool = False,
 ) -> list[dict[str, Any]]:
-    """Run ``iterations`` training iterations; write ``training.csv`` and the checkpoints."""
+    """Run ``iterations`` training iterations; write ``training.csv`` and the checkpoints.
+
+    A bar on stderr counts iterations, with the rate and ETA from the iterations so far and
+    the last return and env steps.
+    """
     if iterations < 1:
         raise ValueError(f"iterations must be at least 1, got {iterations}")
     checkpoints = run_dir / "checkpoints"
     modules = list(plan.modules)
     rows: list[dict[str, Any]] = []
-    with (run_dir / "training.csv").open("w", newline="") as handle:
+    bar = tqdm(total=iterations, unit="it", disable=quiet, file=sys.stderr, dynamic_ncols=True, desc="train")
+    with (run_dir / "training.csv").open("w", newline="") as handle, bar:
         writer = csv.DictWriter(handle, fieldnames=[*CSV_FIELDS, *(f"return_{m}" for m in modules)])
         writer.writeheader()
         for iteration in range(1, iterations + 1):
@@ -236,12 +248,14 @@ def train(
             rows.append(row)
             writer.writerow(row)
             handle.flush()  # a long run can be watched (and survives a crash) row by row
-            log.info(
+            log.debug(
                 "iteration %d: return %.3f over %s env steps",
                 iteration,
                 row["episode_return_mean"] or float("nan"),
                 row["env_steps"],
             )
+            bar.set_postfix(return_mean=row["episode_return_mean"], env_steps=row["env_steps"], refresh=False)
+            bar.update(1)
             if checkpoint_every > 0 and iteration % checkpoint_every == 0:
                 save_checkpoint(algo, plan, checkpoints / f"iter_{iteration:06d}", iteration)
     save_checkpoint(algo, plan, checkpoints / "final", iterations)
@@ -277,7 +291,7 @@ def train_job(cfg: DictConfig) -> None:
     with ray_session(cfg.ray.address, cfg.ray.num_cpus):
         algo = build_algorithm(cfg, plan)
         try:
-            rows = train(algo, plan, int(cfg.iterations), run_dir, int(cfg.checkpoint_every))
+            rows = train(algo, plan, int(cfg.iterations), run_dir, int(cfg.checkpoint_every), bool(cfg.quiet))
         finally:
             algo.stop()
     log.info(

@@ -37,6 +37,8 @@ class EpisodeResult:
 
     episode_id: int
     datasets: dict[str, Rows] = field(default_factory=dict)
+    #: set when the episode failed on a budget of the run (calls, dollars): the run stops
+    stop_reason: str | None = None
 
     @property
     def episode(self) -> dict[str, Any]:
@@ -242,4 +244,5 @@ def failed_episode(
     for secret in secrets:
         message = message.replace(secret, "[redacted]")
     row = {**_episode_columns(setup, plan), "status": "failed", "error": message}
-    return EpisodeResult(plan.episode_id, {"episodes": [row]})
+    stop_reason = message if getattr(error, "stops_run", False) else None
+    return EpisodeResult(plan.episode_id, {"episodes": [row]}, stop_reason)

@@ -3,6 +3,14 @@
 Both hand each finished episode to ``on_result``; the caller writes records in batches,
 so a crash loses at most the unwritten batch.
 
+How many episodes run at once follows from the policies alone (:func:`episodes_in_flight`):
+an LLM policy's ``concurrency`` (its calls in flight) is the one knob; the runner keeps
+enough episodes going to give it that many calls, locally and inside each Ray task.
+
+An episode that fails on a budget of the run (``stops_run``: calls or dollars used up)
+stops the run: no new episode starts, the running ones finish or fail, and the caller
+raises once the finished ones are written.
+
 ``ray`` cuts the episodes into batches, one Ray task each, and keeps exactly one task
 per worker in flight (``ray.wait`` backpressure), so driver memory does not grow with
 the number of episodes. Batches are sized from measured task times: big enough that
@@ -18,13 +26,13 @@ import asyncio
 import math
 import os
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from valuegym.runner.episode import EpisodeResult, failed_episode, run_episode
-from valuegym.runner.experiment import EpisodePlan, Experiment
+from valuegym.runner.experiment import EpisodePlan, EpisodeSetup, Experiment
 
 if TYPE_CHECKING:
     import ray
@@ -35,30 +43,62 @@ Executor = Callable[[Experiment, Sequence[EpisodePlan], Mapping[str, Any], OnRes
 
 # --------------------------------------------------------------------------- local
 
+#: episodes in flight at most in one process, whatever the policies could use: each holds its
+#: environment and its records (prompts included) until it ends
+MAX_EPISODES_IN_FLIGHT = 1024
+#: episodes kept going per "full" set of calls: an episode's agents decide together, then it
+#: steps its environment (and agents that are out leave their seats idle), so twice the bare
+#: minimum keeps calls queued for every slot while some episodes are between steps
+EPISODES_PER_CALL_SLOT = 2
 
-async def run_plans(
-    experiment: Experiment, plans: Sequence[EpisodePlan], concurrency: int, on_result: OnResult
-) -> None:
-    """Run episodes in this event loop, up to ``concurrency`` in flight (their LLM calls overlap)."""
+
+def episodes_in_flight(setup: EpisodeSetup) -> int:
+    """Episodes to run at once in one process so that every policy's ``calls_in_flight`` is used.
+
+    A policy deciding for ``k`` agents of each episode with ``c`` calls in flight needs about
+    ``c / k`` episodes; policies that decide at once (``calls_in_flight == 1``) need one, and
+    so does a person (an interactive policy), who never faces several games at once.
+    """
+    if any(policy.interactive for policy in setup.policies()):
+        return 1
+    seats = Counter(id(seat.policy) for seat in setup.seats.values())
+    wanted = [
+        math.ceil(EPISODES_PER_CALL_SLOT * policy.calls_in_flight / seats[id(policy)])
+        for policy in setup.policies()
+        if policy.calls_in_flight > 1
+    ]
+    return max(1, min(MAX_EPISODES_IN_FLIGHT, max(wanted, default=1)))
+
+
+async def run_plans(experiment: Experiment, plans: Sequence[EpisodePlan], on_result: OnResult) -> None:
+    """Run episodes in this event loop, :func:`episodes_in_flight` at once (their LLM calls overlap).
+
+    Stops starting episodes once one fails on a budget of the run (``stops_run``).
+    """
     setup = experiment.setup()
     secrets = experiment.secrets()
     pending: Iterator[EpisodePlan] = iter(plans)
+    stopped = False
 
     async def worker() -> None:
+        nonlocal stopped
         for plan in pending:  # one shared iterator: each plan is taken by exactly one worker
+            if stopped:
+                return
             try:
                 result = await run_episode(setup, plan)
             except Exception as error:  # recorded as a failed episode; the others go on
                 result = failed_episode(setup, plan, error, secrets)
+            stopped = stopped or result.stop_reason is not None
             on_result(result)
 
-    await asyncio.gather(*(worker() for _ in range(max(1, min(concurrency, len(plans))))))
+    await asyncio.gather(*(worker() for _ in range(max(1, min(episodes_in_flight(setup), len(plans))))))
 
 
 def run_local(
     experiment: Experiment, plans: Sequence[EpisodePlan], options: Mapping[str, Any], on_result: OnResult
 ) -> None:
-    asyncio.run(run_plans(experiment, plans, int(options.get("concurrency", 16)), on_result))
+    asyncio.run(run_plans(experiment, plans, on_result))
 
 
 # --------------------------------------------------------------------------- ray
@@ -76,7 +116,6 @@ class RayOptions:
     runtime_env: Mapping[str, Any] | None = None  # Ray runtime environment of the job's workers
     num_workers: int | None = None  # tasks running at once (None: the cluster's CPUs / cpus_per_task)
     cpus_per_task: float = 1.0
-    concurrency: int = 16  # episodes in flight inside one task
     batch_size: int | None = None  # episodes per task (None: sized from measured task times)
     batch_seconds: float = 5.0  # the work one task should hold when batch_size is None
     max_batch_size: int = 1000  # bounds the records one finished task hands to the driver
@@ -107,7 +146,6 @@ class RayOptions:
             runtime_env=dict(runtime_env) if runtime_env is not None else None,
             num_workers=number("num_workers", int, 1),
             cpus_per_task=number("cpus_per_task", float, 0.01),
-            concurrency=number("concurrency", int, 1),
             batch_size=number("batch_size", int, 1),
             batch_seconds=number("batch_seconds", float, 0.01),
             max_batch_size=number("max_batch_size", int, 1),
@@ -142,8 +180,8 @@ def ray_connect(options: RayOptions) -> bool:
 class BatchSizer:
     """Episodes per task: about ``target_seconds`` of work, judged from finished tasks.
 
-    Until a task has finished, batches hold ``first`` episodes (one task's worth of
-    concurrency), so slow (LLM) episodes are measured before big batches are cut.
+    Until a task has finished, batches hold ``first`` episodes (the episodes one task keeps
+    in flight), so slow (LLM) episodes are measured before big batches are cut.
     Near the end batches shrink so that every worker finishes at about the same time.
     """
 
@@ -185,14 +223,12 @@ class _WorkerExperiment:
         return current
 
 
-def run_batch(
-    experiment: Experiment, plans: Sequence[EpisodePlan], concurrency: int
-) -> tuple[float, list[EpisodeResult]]:
+def run_batch(experiment: Experiment, plans: Sequence[EpisodePlan]) -> tuple[float, list[EpisodeResult]]:
     """One Ray task: run ``plans``; returns (seconds taken, their results)."""
     experiment = _WorkerExperiment.reuse(experiment)
     started = time.perf_counter()
     results: list[EpisodeResult] = []
-    asyncio.run(run_plans(experiment, plans, concurrency, results.append))
+    asyncio.run(run_plans(experiment, plans, results.append))
     return time.perf_counter() - started, results
 
 
@@ -223,8 +259,12 @@ def run_ray(
             )
         cpus = ray.cluster_resources().get("CPU", largest_node)
         workers = settings.num_workers or max(1, int(cpus // settings.cpus_per_task))
+        # The driver's policies are those every worker builds: the same episodes in flight per task.
         sizer = BatchSizer(
-            settings.batch_seconds, settings.concurrency, settings.max_batch_size, settings.batch_size
+            settings.batch_seconds,
+            episodes_in_flight(experiment.setup()),
+            settings.max_batch_size,
+            settings.batch_size,
         )
         task = ray.remote(run_batch).options(
             num_returns=2, max_retries=settings.max_retries, num_cpus=settings.cpus_per_task
@@ -241,7 +281,7 @@ def run_ray(
                 else:
                     size = sizer.next_size(len(fresh), workers)
                     batch = [fresh.popleft() for _ in range(min(size, len(fresh)))]
-                seconds_ref, results_ref = task.remote(experiment_ref, batch, settings.concurrency)
+                seconds_ref, results_ref = task.remote(experiment_ref, batch)
                 in_flight[results_ref] = (seconds_ref, batch)
 
         fill()
@@ -262,6 +302,9 @@ def run_ray(
                         halves.extend([batch[:middle], batch[middle:]])
                     else:
                         results = _failed(experiment, batch, error)
+                if any(result.stop_reason is not None for result in results):
+                    fresh.clear()  # a budget of the run is used up: start nothing new
+                    halves.clear()
                 fill()
                 for result in results:
                     on_result(result)

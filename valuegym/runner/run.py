@@ -3,6 +3,11 @@
 Rerunning the same command on the same directory skips the finished episodes and runs
 the rest (failed ones again); a directory holding another configuration's records is
 refused rather than mixed.
+
+Progress counts decisions (one per agent per step) against the decisions the run may
+still take, so a slow LLM run shows a rate and an ETA long before an episode ends; the
+same numbers go to ``progress.json`` in the run directory (a sweep's one line reads them,
+see ``sweep.py``). The run ends with one summary line (:meth:`RunTotals.summary`).
 """
 
 from __future__ import annotations
@@ -25,25 +30,72 @@ from valuegym.runner.episode import EpisodeResult
 from valuegym.runner.executors import EXECUTORS
 from valuegym.runner.experiment import Experiment
 
+PROGRESS_FILE = "progress.json"
+
 
 class RunDirectoryConflictError(RuntimeError):
     """The run directory already holds records of a different experiment."""
 
 
+class RunStoppedError(RuntimeError):
+    """A budget of the run (``agent.max_calls``, ``agent.max_cost_usd``) was used up: the run
+    stopped before its last episodes; those that finished are written."""
+
+    def __init__(self, message: str, totals: RunTotals) -> None:
+        super().__init__(message)
+        self.totals = totals
+
+
 @dataclass
 class RunTotals:
+    """What a run did: episodes, decisions, and the LLM accounting of this run's episodes."""
+
     requested: int
     skipped: int = 0
     ok: int = 0
     failed: int = 0
     errors: dict[int, str] = field(default_factory=dict)
+    decisions: int = 0
+    llm_decisions: int = 0
+    invalid: int = 0
+    calls: int = 0
+    cache_hits: int = 0
+    tokens: int = 0
+    cost_usd: float | None = None
+    stop_reason: str | None = None
 
     def add(self, result: EpisodeResult) -> None:
         if result.failed:
             self.failed += 1
             self.errors[result.episode_id] = result.episode["error"]
-        else:
-            self.ok += 1
+            self.stop_reason = self.stop_reason or result.stop_reason
+            return
+        self.ok += 1
+        row = result.episode
+        self.calls += int(row.get("llm_calls") or 0)
+        self.cache_hits += int(row.get("cache_hits") or 0)
+        self.tokens += int((row.get("prompt_tokens") or 0) + (row.get("completion_tokens") or 0))
+        if row.get("cost_usd") is not None:
+            self.cost_usd = (self.cost_usd or 0.0) + float(row["cost_usd"])
+        decisions = result.datasets.get("decisions", [])
+        self.decisions += len(decisions)
+        llm = [d for d in decisions if d.get("llm_calls") is not None]
+        self.llm_decisions += len(llm)
+        self.invalid += sum(1 for d in llm if not d["valid"])
+
+    def summary(self, name: str, run_dir: Path | str) -> str:
+        """One line: episodes, decisions and, for LLM agents, calls, cache hits, tokens, cost, invalid replies."""
+        line = (
+            f"{name}: {self.ok + self.skipped}/{self.requested} episodes ok ({self.skipped} from earlier runs), "
+            f"{self.failed} failed; {self.decisions:,} decisions"
+        )
+        if self.llm_decisions:
+            cost = f", ${self.cost_usd:.4f}" if self.cost_usd is not None else ""
+            line += (
+                f"; LLM: {self.calls:,} calls, {self.cache_hits:,} cache hits, {self.tokens:,} tokens{cost}, "
+                f"{self.invalid / self.llm_decisions:.1%} invalid replies"
+            )
+        return f"{line} -> {run_dir}"
 
 
 class Manifest:
@@ -127,33 +179,72 @@ class BatchWriter:
         self._buffer.clear()
 
 
-PROGRESS_FILE = "progress.json"
-
-
 class Progress:
-    """Episodes done and failed, rate, ETA and LLM calls, cache hits and tokens.
+    """Decisions done of those expected, with rate and ETA; episodes, failures and LLM accounting.
 
-    Episodes run in this process also report every step, so a slow LLM episode shows
-    its decisions and calls as they happen. The same numbers go to ``progress.json`` in
-    the run directory at most once a second (``valuegym serve`` shows them live)."""
+    The bar counts decisions. Its total is the finished episodes' decisions plus, for each
+    episode not finished yet, the mean of the finished ones, or before any has finished the
+    upper bound ``max_decisions`` (the env's ``max_steps`` times its agents): an ETA from the
+    observed rate from the first decision on. Episodes run in this process report every step;
+    those from other processes (``executor=ray``) are counted when they arrive. :meth:`close`
+    redraws with the exact final counts.
+    """
 
-    def __init__(self, total: int, initial: int, quiet: bool, run_dir: Path | None = None) -> None:
-        self.bar = tqdm(
-            total=total, initial=initial, unit="ep", disable=quiet, file=sys.stderr, dynamic_ncols=True
-        )
-        self.live = {"decisions": 0, "calls": 0, "cached": 0, "tokens": 0}
+    def __init__(
+        self,
+        total: int,
+        initial: int,
+        quiet: bool,
+        run_dir: Path | None = None,
+        max_decisions: int | None = None,
+    ) -> None:
+        self.episodes_total, self.skipped, self.done = total, initial, initial
+        self.max_decisions = max_decisions
         self.failed = 0
-        self.total, self.skipped, self.done = total, initial, initial
+        self.live = {"decisions": 0, "calls": 0, "cached": 0, "tokens": 0}
+        self._finished_decisions = 0  # of the episodes finished in this run
+        self._finished_episodes = 0
+        self._live_decisions: dict[int, int] = {}  # episodes still running here -> decisions so far
         self._shown = 0.0
         self._published = 0.0
         self._started = time.time()
         self._file = run_dir / PROGRESS_FILE if run_dir is not None else None
-        self._live_episodes: set[int] = set()
-        self.publish("running")
+        self.bar = tqdm(
+            total=self.decisions_expected,
+            unit="dec",
+            disable=quiet,
+            file=sys.stderr,
+            dynamic_ncols=True,
+            smoothing=0.1,
+        )
+        self.publish("running")  # a sweep's line (and valuegym serve) see the run before its first step
+
+    @property
+    def decisions_expected(self) -> int | None:
+        remaining = self.episodes_total - self.skipped - self._finished_episodes - self.failed
+        if self._finished_episodes:
+            per_episode: float | None = self._finished_decisions / self._finished_episodes
+        else:
+            per_episode = self.max_decisions
+        if per_episode is None:
+            return None
+        running = sum(max(per_episode, seen) for seen in self._live_decisions.values())
+        waiting = max(0, remaining - len(self._live_decisions)) * per_episode
+        return self._finished_decisions + round(running + waiting)
+
+    def _update_total(self) -> None:
+        expected = self.decisions_expected
+        self.bar.total = max(expected, self.live["decisions"]) if expected is not None else None
 
     def step(self, rows: list[dict[str, Any]]) -> None:
         if rows:
-            self._live_episodes.add(rows[0]["episode_id"])
+            episode = rows[0]["episode_id"]
+            self._live_decisions[episode] = self._live_decisions.get(episode, 0) + len(rows)
+        self._count(rows)
+        self.bar.update(len(rows))
+        self._show()
+
+    def _count(self, rows: list[dict[str, Any]]) -> None:
         live = self.live
         live["decisions"] += len(rows)
         for row in rows:
@@ -161,33 +252,45 @@ class Progress:
                 live["calls"] += int(row["llm_calls"])
                 live["cached"] += bool(row["cache_hit"])
                 live["tokens"] += int((row["prompt_tokens"] or 0) + (row["completion_tokens"] or 0))
-        self._show()
 
     def episode(self, result: EpisodeResult) -> None:
-        self.failed += result.failed
-        if result.episode_id in self._live_episodes:
-            self._live_episodes.discard(result.episode_id)
-        elif not result.failed:  # it ran in another process (executor=ray): count it whole
-            row = result.episode
-            self.live["decisions"] += len(result.datasets.get("decisions", []))
-            self.live["calls"] += int(row.get("llm_calls") or 0)
-            self.live["cached"] += int(row.get("cache_hits") or 0)
-            self.live["tokens"] += int((row.get("prompt_tokens") or 0) + (row.get("completion_tokens") or 0))
+        seen = self._live_decisions.pop(result.episode_id, None)
+        decisions = result.datasets.get("decisions", []) if not result.failed else []
+        if seen is None:  # it ran in another process (executor=ray): count it whole
+            self._count(decisions)
+            self.bar.update(len(decisions))
+        elif result.failed:  # its decisions were shown but are not written: take them back
+            self.live["decisions"] -= seen
+            self.bar.update(-seen)
+        if result.failed:
+            self.failed += 1
+        else:
+            self._finished_episodes += 1
+            self._finished_decisions += len(decisions)
         self.done += 1
-        self.bar.update(1)
-        self._show()
+        self._show(force=True)
 
-    def _show(self) -> None:
+    def _postfix(self) -> dict[str, Any]:
+        return {
+            "episodes": f"{self.done - self.failed}/{self.episodes_total}",
+            "failed": self.failed,
+            "calls": self.live["calls"],
+            "cached": self.live["cached"],
+            "tokens": self.live["tokens"],
+        }
+
+    def _show(self, force: bool = False) -> None:
         now = time.monotonic()
-        if now - self._shown >= 0.5:  # redrawing on every scripted step would cost more than the step
+        if force or now - self._shown >= 0.5:  # redrawing on every scripted step costs more than the step
             self._shown = now
-            self.bar.set_postfix(failed=self.failed, **self.live)
+            self._update_total()
+            self.bar.set_postfix(self._postfix(), refresh=True)
             if now - self._published >= 1.0:
                 self._published = now
                 self.publish("running")
 
     def publish(self, state: str) -> None:
-        """Write ``progress.json`` (atomically): this process's counts and rate."""
+        """Write ``progress.json`` (atomically): this run's counts, rate and expected decisions."""
         if self._file is None:
             return
         elapsed = max(time.time() - self._started, 1e-9)
@@ -196,11 +299,13 @@ class Progress:
             "pid": os.getpid(),
             "started": self._started,
             "updated": time.time(),
-            "requested": self.total,
+            "requested": self.episodes_total,
             "done": self.done,
             "skipped": self.skipped,
             "failed": self.failed,
             "episodes_per_s": (self.done - self.skipped) / elapsed,
+            "decisions_expected": self.decisions_expected,
+            "decisions_per_s": self.live["decisions"] / elapsed,
             **self.live,
         }
         tmp = self._file.with_name(f".{PROGRESS_FILE}.tmp")
@@ -208,8 +313,24 @@ class Progress:
         os.replace(tmp, self._file)
 
     def close(self) -> None:
+        """Redraw with the exact final counts (the throttle may have skipped the last updates)."""
+        self._update_total()
+        if self.done == self.episodes_total:  # every episode is in: the count is the total
+            self.bar.total = self.live["decisions"]
+        self.bar.set_postfix(self._postfix(), refresh=True)
         self.publish("finished")
         self.bar.close()
+
+
+def max_decisions(experiment: Experiment) -> int | None:
+    """The most decisions one episode of ``experiment`` can take (``env.max_steps`` x agents)."""
+    setup = experiment.setup()
+    env = setup.acquire_env()
+    try:
+        steps = getattr(env, "max_steps", None)
+        return int(steps) * len(env.possible_agents) if steps is not None else None
+    finally:
+        setup.release_env(env)
 
 
 def run_experiment(
@@ -233,8 +354,9 @@ def run_experiment(
                 f"a person's seat (a human policy) plays in the process that runs the episodes; "
                 f"use executor=local, not executor={kind}"
             )
-        # a person plays one episode at a time, and sees each one recorded as soon as it ends
-        options.update(concurrency=1, write_every=1)
+        # a person sees each episode recorded as soon as it ends (and plays one at a time:
+        # episodes_in_flight is 1 with an interactive policy)
+        options.update(write_every=1)
     store = RecordStore(run_dir)
     manifest = Manifest(run_dir, experiment)
 
@@ -253,14 +375,14 @@ def run_experiment(
     writer = BatchWriter(
         store, int(options.get("write_every", 500)), float(options.get("flush_seconds", 5.0))
     )
-    progress = Progress(experiment.episodes, totals.skipped, quiet, run_dir)
+    progress = Progress(experiment.episodes, totals.skipped, quiet, run_dir, max_decisions(experiment))
 
     def on_result(result: EpisodeResult) -> None:
         totals.add(result)
         writer.add(result)
         progress.episode(result)
 
-    setup.on_step = None if quiet else progress.step
+    setup.on_step = progress.step  # also quiet: progress.json and the counts stay exact
 
     try:
         EXECUTORS[kind](experiment, plans, options, on_result)
@@ -272,4 +394,11 @@ def run_experiment(
         )
         for policy in setup.policies():
             policy.close()
+    if totals.stop_reason is not None:
+        raise RunStoppedError(
+            f"{experiment.scenario.name}: the run stopped before its last episodes: {totals.stop_reason}. "
+            f"{totals.ok + totals.skipped} of {totals.requested} episodes are done and written to {run_dir}; "
+            "rerun the same command to run the rest.",
+            totals,
+        )
     return totals
