@@ -410,6 +410,9 @@ class AffectRegulatedPolicy(Policy):
     async def preflight(self) -> None:
         await self.inner.preflight()
 
+    async def release_loop(self) -> None:
+        await self.inner.release_loop()
+
     def close(self) -> None:
         self.inner.close()
 

@@ -163,6 +163,10 @@ class Policy(ABC):
     async def preflight(self) -> None:  # noqa: B027 - optional hook
         """Fail fast, before any episode runs, if the policy cannot work (e.g. its server is down)."""
 
+    async def release_loop(self) -> None:  # noqa: B027 - optional hook
+        """Release what belongs to the running event loop (e.g. HTTP connections); the runner
+        calls it before each event loop it runs episodes in ends."""
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources (model handles, connections)."""
 

@@ -229,6 +229,10 @@ class LLMBackend(ABC):
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release models and connections (those of the calling event loop)."""
 
+    async def release_loop(self) -> None:  # noqa: B027 - optional hook
+        """Release what belongs to the running event loop (connections), keeping the rest (a loaded
+        model): the runner calls it before each of its event loops ends."""
+
 
 class BackendWrapper(LLMBackend):
     """A backend that adds one concern around another backend.
@@ -266,6 +270,9 @@ class BackendWrapper(LLMBackend):
 
     async def close(self) -> None:
         await self.inner.close()
+
+    async def release_loop(self) -> None:
+        await self.inner.release_loop()
 
 
 class PerEventLoop(Generic[T]):
@@ -831,7 +838,7 @@ class OpenAICompatibleBackend(LLMBackend):
             ) from None
 
     def _response_format(self, json_mode: str | None, schema: Mapping[str, Any]) -> dict[str, Any] | None:
-        sent = _without_length_caps(schema)
+        sent = _sent_schema(schema)
         if json_mode == "json_object":
             return {"type": "json_object", "schema": sent}
         if json_mode == "json_schema":
@@ -985,6 +992,9 @@ class OpenAICompatibleBackend(LLMBackend):
         if session is not None:
             await session.close()
 
+    async def release_loop(self) -> None:
+        await self.close()  # everything it holds belongs to the loop
+
 
 #: the JSON modes ``auto`` tries, in order (``none`` when the server takes neither)
 _JSON_MODES = ("json_schema", "json_object", "none")
@@ -1005,6 +1015,19 @@ class HTTPStatusError(BackendError):
         super().__init__(message, retry_after_s=retry_after_s)
         self.status = status
         self.retryable = retryable
+
+
+_SENT_SCHEMAS: dict[int, tuple[Any, Any]] = {}  # id -> (schema, without caps): requests share a few schemas
+
+
+def _sent_schema(schema: Mapping[str, Any]) -> Any:
+    """:func:`_without_length_caps`, computed once per schema object."""
+    known = _SENT_SCHEMAS.get(id(schema))
+    if known is None or known[0] is not schema:
+        if len(_SENT_SCHEMAS) > 256:
+            _SENT_SCHEMAS.clear()
+        known = _SENT_SCHEMAS[id(schema)] = (schema, _without_length_caps(schema))  # keeps the id taken
+    return known[1]
 
 
 def _without_length_caps(schema: Any) -> Any:

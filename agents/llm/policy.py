@@ -447,8 +447,11 @@ class ParsedReply:
     reason: str  # why it is not an action ("" when it is)
 
 
-def parse_json_reply(text: str, finish_reason: str | None, action_schema: Mapping[str, Any]) -> ParsedReply:
-    """Find a valid action in a JSON reply, or say why there is none."""
+def parse_json_reply(
+    text: str, finish_reason: str | None, action_schema: Mapping[str, Any], validator: Any = None
+) -> ParsedReply:
+    """Find a valid action in a JSON reply, or say why there is none (``validator``: the action
+    schema's, when the caller already has it)."""
     answer = strip_reasoning_markup(text)
     if not answer:
         return ParsedReply(None, "empty reply")
@@ -460,7 +463,8 @@ def parse_json_reply(text: str, finish_reason: str | None, action_schema: Mappin
     key = reply_layout(action_schema)["action_key"]
     if not isinstance(reply, dict) or key not in reply:
         return ParsedReply(None, f"the reply JSON has no {key!r} field")
-    error = jsonschema.exceptions.best_match(schema_validator(action_schema).iter_errors(reply[key]))
+    validator = validator if validator is not None else schema_validator(action_schema)
+    error = jsonschema.exceptions.best_match(validator.iter_errors(reply[key]))
     if error is not None:
         where = "/".join(str(part) for part in error.absolute_path)
         return ParsedReply(
@@ -480,6 +484,9 @@ class LLMAgentState:
     persona: str | None
     memory: tuple[str, ...] = ()  # the agent's own recent turns (empty unless memory is on)
     turn: int = 0  # decisions made so far
+    # looked up once per episode, not per call (serialising a schema to find them costs more than a call)
+    validator: Any = None
+    reply_schema: Mapping[str, Any] | None = None
 
 
 def _as_completion(scores: OptionScores, chosen: str) -> Completion:
@@ -580,7 +587,17 @@ class LLMPolicy(Policy):
                 f"the fallback action {self.fallback} is not a valid {context.env_name} action: "
                 f"{fallback_error.message}; set agent.fallback"
             )
-        return LLMAgentState(context=context, persona=self._sample_persona(context))
+        reply = None
+        if self.config.answer_format == "json":
+            reply = _cached_reply_schema(
+                json.dumps(schema), self.config.reasoning_max_chars, self.config.action_text_max_chars
+            )
+        return LLMAgentState(
+            context=context,
+            persona=self._sample_persona(context),
+            validator=validator,
+            reply_schema=reply,
+        )
 
     def _sample_persona(self, context: AgentContext) -> str | None:
         if not self.config.personas:
@@ -643,13 +660,7 @@ class LLMPolicy(Policy):
             temperature=self.config.temperature,
             max_tokens=self.config.max_tokens,
             seed=self._call_seed(state),
-            json_schema=None
-            if text_answer
-            else _cached_reply_schema(
-                json.dumps(context.action_schema),
-                self.config.reasoning_max_chars,
-                self.config.action_text_max_chars,
-            ),
+            json_schema=None if text_answer else state.reply_schema,
         )
         completion = await self.backend.complete(request)
 
@@ -657,7 +668,9 @@ class LLMPolicy(Policy):
             answer = strip_reasoning_markup(completion.text)
             parsed = ParsedReply({"text": answer}, "") if answer else ParsedReply(None, "empty reply")
         else:
-            parsed = parse_json_reply(completion.text, completion.finish_reason, context.action_schema)
+            parsed = parse_json_reply(
+                completion.text, completion.finish_reason, context.action_schema, state.validator
+            )
         valid = parsed.action is not None
         action = parsed.action if valid else (dict(self.fallback) if self.fallback is not None else None)
         return Decision(
@@ -739,6 +752,10 @@ class LLMPolicy(Policy):
             calls=completion.calls,
             cost_usd=cost,
         )
+
+    async def release_loop(self) -> None:
+        if self._backend is not None:
+            await self._backend.release_loop()
 
     async def aclose(self) -> None:
         """Release the model or connections; call it in the event loop that ran the episodes."""

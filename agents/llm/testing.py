@@ -274,13 +274,47 @@ class StubOpenAIServer:
 
 
 def serve_stub_forever(port: int, latency_s: float) -> None:
-    """Run a :class:`StubOpenAIServer` replying :data:`DECIDE_SIM_REPLY` until the process is ended.
+    """Answer every chat completion with :data:`DECIDE_SIM_REPLY` after ``latency_s``, until the
+    process is ended.
 
     For benchmarks, which run the endpoint in its own process (``multiprocessing``) so that
-    the server's work does not compete with the client's for one interpreter.
+    the server's work does not compete with the client's for one interpreter. A lean aiohttp
+    server with one prepared reply, not :class:`StubOpenAIServer` (Starlette on uvicorn's
+    pure-Python HTTP parser costs ~2 ms per request, which would be the bottleneck at
+    hundreds of calls per second).
     """
-    with StubOpenAIServer(DECIDE_SIM_REPLY, latency_s=latency_s, port=port):
-        threading.Event().wait()
+    from aiohttp import web
+
+    reply = json.dumps(
+        {
+            "id": "stub",
+            "object": "chat.completion",
+            "created": 0,
+            "model": "stub",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": DECIDE_SIM_REPLY},
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": {"prompt_tokens": 700, "completion_tokens": 30, "total_tokens": 730},
+        }
+    ).encode()
+    models = json.dumps({"object": "list", "data": [{"id": "stub", "object": "model"}]}).encode()
+
+    async def chat(request: web.Request) -> web.Response:
+        await request.read()
+        await asyncio.sleep(latency_s)
+        return web.Response(body=reply, content_type="application/json")
+
+    async def model_list(request: web.Request) -> web.Response:
+        return web.Response(body=models, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", chat)
+    app.router.add_get("/v1/models", model_list)
+    web.run_app(app, host=HOST, port=port, print=None, access_log=None, backlog=2048)
 
 
 def wait_until_serving(base_url: str, timeout_s: float = 30.0) -> None:

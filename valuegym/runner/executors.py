@@ -92,7 +92,11 @@ async def run_plans(experiment: Experiment, plans: Sequence[EpisodePlan], on_res
             stopped = stopped or result.stop_reason is not None
             on_result(result)
 
-    await asyncio.gather(*(worker() for _ in range(max(1, min(episodes_in_flight(setup), len(plans))))))
+    try:
+        await asyncio.gather(*(worker() for _ in range(max(1, min(episodes_in_flight(setup), len(plans))))))
+    finally:
+        for policy in setup.policies():  # connections die with this loop: close them in it
+            await policy.release_loop()
 
 
 def run_local(
