@@ -202,7 +202,7 @@ def test_valuegym_run_plays_the_checkpoint(trained: Trained, tmp_path: Path) -> 
 
 def test_valuegym_train_cli_with_independent_modules(tmp_path: Path) -> None:
     run_dir = tmp_path / "train"
-    run_cli(
+    trained = run_cli(
         "train",
         BACKGROUND_SLOT,
         "policy_sharing=independent",
@@ -220,6 +220,7 @@ def test_valuegym_train_cli_with_independent_modules(tmp_path: Path) -> None:
     assert info.modules == {"Alpha": ["Alpha"], "Beta": ["Beta"], "Gamma": ["Gamma"]}
     assert (run_dir / "config.yaml").is_file()
     RLPolicy(run_dir / "checkpoints" / "final", "decide_sim", module_id="Beta")  # each module plays
+    assert "train: 100%" in trained.stderr and "1/1" in trained.stderr  # the progress bar, at its end
 
 
 @pytest.mark.parametrize("env_name", sorted(ENVIRONMENTS))

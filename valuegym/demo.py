@@ -1,9 +1,14 @@
 """``make demo``: DECIDE-SIM over the three scarcity levels, with records and a summary.
 
-    python -m valuegym.demo              # embedded SmolLM2 agents (the main job), a few episodes
+    python -m valuegym.demo              # embedded SmolLM2 agents (the main job), one episode each
+    python -m valuegym.demo --json       # the same agents writing JSON replies (slower)
     python -m valuegym.demo --scripted   # the scripted archetypes, in seconds
 
-Both go through the real ``valuegym run`` (Hydra multirun) and ``valuegym analyze``.
+Both go through the real ``valuegym run`` (Hydra multirun, the three levels in parallel
+processes with the joblib launcher, one llama.cpp thread each) and ``valuegym analyze``.
+The LLM agents answer by choice scoring (``agent.answer_format=choice``): every action the
+environment allows is scored by the model's log-likelihood and the best one is played, which
+spares the ~70 tokens of a JSON reply per decision; ``--json`` asks for JSON replies instead.
 """
 
 from __future__ import annotations
@@ -55,30 +60,48 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--scripted", action="store_true", help="scripted archetypes instead of the embedded LLM"
     )
+    parser.add_argument(
+        "--json", action="store_true", help="LLM agents write JSON replies instead of scoring the actions"
+    )
     parser.add_argument("--episodes", type=int, default=None, help="episodes per scarcity level")
     parser.add_argument(
         "--out", type=Path, default=None, help="sweep directory (default: multirun/demo-<time>)"
     )
+    parser.add_argument(
+        "--sequential", action="store_true", help="the levels one after another (Hydra's basic launcher)"
+    )
+    parser.add_argument("overrides", nargs="*", help="more Hydra overrides for valuegym run")
     args = parser.parse_args(argv)
 
     out = args.out or Path("multirun") / f"demo-{datetime.now():%Y-%m-%d_%H-%M-%S}"
     scenarios = ",".join(f"decide_sim/{s}" for s in SCARCITIES)
+    options: list[str] = []
     if args.scripted:
         agents = "scripted/ethical,scripted/exploitative,scripted/context_dependent,scripted/cooperative"
         episodes = args.episodes or 20
     else:
         agents = "llm/smollm2"
         episodes = args.episodes or 1
+        if not args.json:
+            options.append("agent.answer_format=choice")
     print(
         f"valuegym demo: DECIDE-SIM, scarcity {', '.join(SCARCITIES)}; agents {agents}; {episodes} episode(s) each -> {out}"
+    )
+    # one process per scarcity level, at once: with one llama.cpp thread each (the default),
+    # three models keep both cores busy, where one model's two threads wait for each other
+    parallel = (
+        [] if args.sequential else ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={len(SCARCITIES)}"]
     )
     valuegym(
         "run",
         "-m",
+        *parallel,
         f"scenario={scenarios}",
         f"agent={agents}",
         f"episodes={episodes}",
         f"hydra.sweep.dir={out}",
+        *options,
+        *args.overrides,
     )
     valuegym("analyze", str(out), "--bootstrap", "200")
 
