@@ -786,6 +786,9 @@ def _runs_section(runs: list[records.Run], episodes: pd.DataFrame) -> Section:
             "path": [str(run.path) for run in runs],
         }
     )
+    llm = _llm_accounting(runs, episodes)
+    if llm is not None:
+        frame = pd.concat([frame.drop(columns="path"), llm, frame[["path"]]], axis=1)
     return Section("Runs analysed", [Table(frame)])
 
 
@@ -808,6 +811,31 @@ def _app_links(episodes: pd.DataFrame, runs: list[records.Run], app_url: str) ->
         run_dirs = list(dict.fromkeys(rows["run_dir"]))
         groups.append((label, [(jobs.get(d, d), d, filters) for d in run_dirs]))
     return AppLinks(app_url, groups)
+
+
+def _llm_accounting(runs: list[records.Run], episodes: pd.DataFrame) -> pd.DataFrame | None:
+    """Per run: LLM calls, cache hits, tokens, cost and the invalid-reply rate (None without LLM agents)."""
+    if not {"llm_calls", "cache_hits"} <= set(episodes.columns):
+        return None
+    ok = episodes[episodes["status"] == "ok"]
+    if (ok["llm_calls"].fillna(0) + ok["cache_hits"].fillna(0)).sum() == 0:  # no LLM agent
+        return None
+    rows = []
+    for run in runs:
+        mine = ok[ok["run_dir"] == str(run.path)]
+        tokens = sum(mine[c].fillna(0).sum() for c in ("prompt_tokens", "completion_tokens") if c in mine)
+        cost = mine["cost_usd"].dropna() if "cost_usd" in mine else pd.Series(dtype=float)
+        valid = mine["valid_reply_rate"].dropna() if "valid_reply_rate" in mine else pd.Series(dtype=float)
+        rows.append(
+            {
+                "LLM calls": _number(int(mine["llm_calls"].fillna(0).sum())),
+                "cache hits": _number(int(mine["cache_hits"].fillna(0).sum())),
+                "tokens": _number(int(tokens)),
+                "cost (USD)": f"{cost.sum():.4f}" if len(cost) else "",
+                "invalid replies": f"{1 - valid.mean():.1%}" if len(valid) else "",
+            }
+        )
+    return pd.DataFrame(rows)
 
 
 # --------------------------------------------------------------------------- formatting

@@ -4,7 +4,9 @@ A rerun of an experiment asks the same questions with the same seeds, so it is
 answered from here: zero model calls, the same replies and token counts, hence the
 same records. The key is a SHA-256 of the backend type, its cache identity (e.g. server
 URL, model and JSON mode: ``LLMBackend.cache_identity``) and everything in the request
-that shapes the reply (messages, temperature, max_tokens, seed, JSON schema).
+that shapes the reply (messages, temperature, max_tokens, seed, JSON schema), or for a
+scoring (``answer_format: choice``) the messages and the options; scores are stored as a
+reply whose text is their JSON.
 
 Many processes share one file (Ray workers, joblib jobs): the database runs in WAL
 mode, every statement is its own short transaction, and each process and thread opens
@@ -24,7 +26,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from valuegym.agents.llm.backends import Completion, CompletionRequest
+from valuegym.agents.llm.backends import Completion, CompletionRequest, ScoringRequest
 
 #: bump when the key or the stored fields change meaning (old entries then never match)
 CACHE_FORMAT = 2
@@ -58,7 +60,9 @@ class ResponseCache:
         self._local = threading.local()
 
     @staticmethod
-    def key(backend_kind: str, identity: Mapping[str, str], request: CompletionRequest) -> str:
+    def key(
+        backend_kind: str, identity: Mapping[str, str], request: CompletionRequest | ScoringRequest
+    ) -> str:
         """The key of ``request`` to the backend ``backend_kind`` with ``identity`` (its ``cache_identity``)."""
         fields: dict[str, Any] = {
             "format": CACHE_FORMAT,
