@@ -186,13 +186,17 @@ def test_scores_over_completions_match_the_model_in_process(gemma_path: Path) ->
     # Gemma, not SmolLM2: llama-cpp-python's server pairs each echoed token with the logits that
     # follow it unless the prompt starts with a BOS token, which Gemma's tokenizer adds and
     # SmolLM2's does not (docs/llm.md); vLLM follows OpenAI's alignment for every model.
+    # Two options and a short prompt: that server sorts Gemma's 262k-token vocabulary in Python
+    # for every echoed token, seconds per request.
     with LlamaServerProcess(gemma_path, n_threads=1, n_ctx=512) as server:
-        served = OpenAICompatibleBackend(server.base_url, "gemma", mode="completion")
+        served = OpenAICompatibleBackend(server.base_url, "gemma", mode="completion", timeout_s=600)
         local = LlamaCppBackend(gemma_path, n_ctx=512, n_threads=1, mode="completion")
 
         async def both() -> tuple:
             try:
-                request = ScoringRequest(MESSAGES, OPTIONS)
+                request = ScoringRequest(
+                    (ChatMessage("user", "The capital of France is"),), ("Paris", "Berlin")
+                )
                 return await served.score(request), await local.score(request)
             finally:
                 await served.close()
@@ -201,6 +205,7 @@ def test_scores_over_completions_match_the_model_in_process(gemma_path: Path) ->
         over_http, in_process = run(both)
     assert over_http.tokens == in_process.tokens
     np.testing.assert_allclose(over_http.logprobs, in_process.logprobs, atol=0.05)
+    assert in_process.logprobs[0] > in_process.logprobs[1]  # Paris, not Berlin
     assert plain_prompt(MESSAGES).endswith("France?\n")
 
 
