@@ -21,7 +21,7 @@ from valuegym.agents.llm.backends import (
     RetryingBackend,
 )
 from valuegym.agents.llm.limits import RateLimitedBackend, RateTable, SpendCapBackend, SpendCapReachedError
-from valuegym.agents.llm.testing import StubOpenAIServer
+from valuegym.agents.llm.testing import StubOpenAIServer, rate_limited_calls
 
 SCHEMA = {
     "type": "object",
@@ -205,25 +205,11 @@ def test_spend_cap_stops_the_run_keeps_finished_episodes_and_fails_the_command(t
 def test_rpm_limit_is_shared_by_ray_workers(tmp_path: Path) -> None:
     import ray
 
-    def worker_calls(base_url: str, count: int) -> None:
-        backend = RateLimitedBackend(
-            OpenAICompatibleBackend(base_url, "stub", json_mode="none"), base_url, rpm=600, tpm=None,
-            scope="cluster",
-        )  # fmt: skip
-
-        async def run() -> None:
-            try:
-                await asyncio.gather(*(backend.complete(request(i)) for i in range(count)))
-            finally:
-                await backend.close()
-
-        asyncio.run(run())
-
     with StubOpenAIServer(max_per_second=25) as stub:
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
         try:
-            task = ray.remote(worker_calls)
-            ray.get([task.remote(stub.base_url, 20), task.remote(stub.base_url, 20)])
+            task = ray.remote(rate_limited_calls)
+            ray.get([task.remote(stub.base_url, 20, 600), task.remote(stub.base_url, 20, 600)])
         finally:
             ray.shutdown()
     # Two workers, one limit: 40 calls at 10 per second after a bucket of 10, so no 429 and about

@@ -323,3 +323,31 @@ def wait_until_serving(base_url: str, timeout_s: float = 30.0) -> None:
         if time.monotonic() > deadline:
             raise RuntimeError(f"nothing answers at {base_url} after {timeout_s} s")
         time.sleep(0.05)
+
+
+def rate_limited_calls(base_url: str, count: int, rpm: float) -> None:
+    """``count`` calls to ``base_url`` at once under a cluster-scope ``rpm`` limit (a Ray task in
+    tests: the function must live in an importable module for Ray workers)."""
+    from valuegym.agents.llm.backends import ChatMessage, CompletionRequest, OpenAICompatibleBackend
+    from valuegym.agents.llm.limits import RateLimitedBackend
+
+    backend = RateLimitedBackend(
+        OpenAICompatibleBackend(base_url, "stub", json_mode="none"),
+        base_url,
+        rpm=rpm,
+        tpm=None,
+        scope="cluster",
+    )
+
+    async def calls() -> None:
+        try:
+            await asyncio.gather(
+                *(
+                    backend.complete(CompletionRequest((ChatMessage("user", f"call {i}"),), 0.0, 16, i))
+                    for i in range(count)
+                )
+            )
+        finally:
+            await backend.close()
+
+    asyncio.run(calls())
