@@ -288,7 +288,7 @@ def test_the_original_crash_is_a_failed_episode_that_says_why() -> None:
     replay = Replay("null_target|low|42|Baseline")
     replay.experiment.__dict__["_setup"] = replay.setup  # the executor uses this process's setup
     results = []
-    asyncio.run(run_plans(replay.experiment, [EpisodePlan(0, 42)], 1, results.append))
+    asyncio.run(run_plans(replay.experiment, [EpisodePlan(0, 42)], results.append))
     (result,) = results
     assert result.failed
     assert "original DECIDE-SIM engine crashes on Alpha's TRANSFER_POWER in turn 2" in result.episode["error"]
