@@ -268,8 +268,16 @@ def test_a_person_answers_moral_machine_dilemmas_and_amce_reads_them(
             {"choice": c} for c in ("case_1", "case_2", "refuse")
         ]
         assert answer(url, run, "judge_0", turn, {"choice": "case_3"})[0] == 422
-        _, summary = get(url, "/api/runs")
-        assert next(r for r in summary["runs"] if r["run"] == run)["waiting"][0]["agent"] == "judge_0"
+        # the runs list reuses a scan of the root for SCAN_SECONDS: a run younger than that shows up
+        # at the next scan
+        deadline = time.monotonic() + 10
+        while True:
+            _, summary = get(url, "/api/runs")
+            listed = [r for r in summary["runs"] if r["run"] == run]
+            if listed or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert listed and listed[0]["waiting"][0]["agent"] == "judge_0"
         answered = []
         for _ in range(26):
             turn = waiting_turn(url, run, "judge_0")
