@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from valuegym.analysis import records
+from valuegym.analysis import identity, records
 from valuegym.analysis.metrics import STATUS_OK, group_keys, sort_key
 
 #: the original's metric name -> the per-episode column holding it (``orig_avg_*``: built here)
@@ -130,7 +130,8 @@ def load(runs: Sequence[records.Run]) -> pd.DataFrame:
         raise records.RecordsError("no DECIDE-SIM episodes in the records given")
     decide_sim_runs = set(episodes.loc[episodes["env"] == DECIDE_SIM, "run_dir"])
     runs = [run for run in runs if str(run.path) in decide_sim_runs]
-    episodes = episodes[episodes["run_dir"].isin(decide_sim_runs)]
+    # grouped by what ran (model identity), never pooled across models or scripted archetypes
+    episodes = identity.attach(episodes[episodes["run_dir"].isin(decide_sim_runs)]).frame
     missing = [column for column in EPISODE_COLUMNS if column not in episodes.columns]
     if missing:
         raise records.RecordsError(

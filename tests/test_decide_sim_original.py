@@ -444,6 +444,32 @@ def test_cli_replays_original_seeds_and_analyses_them_as_the_original(tmp_path: 
     assert "## DECIDE-SIM metrics as the original computed them" in (run_dir / "report.md").read_text()
 
 
+def test_analyze_original_groups_by_model_identity(tmp_path: Path) -> None:
+    """Two archetypes on the same preset are two rows of the original's summary, never pooled."""
+    for agent in ("ethical", "exploitative"):
+        run_cli(
+            "run",
+            "scenario=decide_sim/original_low",
+            f"agent=scripted/{agent}",
+            "episodes=2",
+            f"hydra.run.dir={tmp_path / agent}",
+            "quiet=true",
+        )
+    run_cli(
+        "analyze",
+        "original",
+        str(tmp_path / "ethical"),
+        str(tmp_path / "exploitative"),
+        "--out",
+        str(tmp_path),
+    )
+    summary = pd.read_csv(tmp_path / "original_summary.csv")
+    assert sorted(summary["model"]) == ["scripted/ethical", "scripted/exploitative"]
+    assert summary["runs"].tolist() == [2, 2]
+    by_model = summary.set_index("model")["Transgression Count"]
+    assert by_model["scripted/ethical"] == 0 and by_model["scripted/exploitative"] > 0
+
+
 ORIGINAL_TEMPLATE = REPO / "agents" / "llm" / "templates" / "decide_sim_original.j2"
 
 
