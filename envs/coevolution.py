@@ -158,15 +158,15 @@ logging.getLogger("MESA.mesa.model").setLevel(logging.WARNING)
 class Params(BaseModel):
     """Every parameter of a co-evolution scenario (the keyword arguments of :func:`parallel_env`)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    n_ais: int = Field(2, ge=1, description="M, the AI agents ai_0 … ai_{M-1}")
-    n_humans: int = Field(200, ge=2, description="N, the simulated people")
+    n_ais: int = Field(2, ge=1, le=100, description="M, the AI agents ai_0 … ai_{M-1}")
+    n_humans: int = Field(200, ge=2, le=100_000, description="N, the simulated people")
     dims: Literal["foundations", "pg19"] | list[str] = Field(
         "foundations", description="a layout of DIM_LAYOUTS or a list of dimension names"
     )
     graph: Literal["watts_strogatz", "complete"] = "watts_strogatz"
-    graph_k: int = Field(6, ge=2, description="Watts–Strogatz: neighbours per person on the ring (even)")
+    graph_k: int = Field(6, ge=2, le=1_000, description="Watts–Strogatz: neighbours per person on the ring (even)")
     graph_p: float = Field(0.1, ge=0, le=1, description="Watts–Strogatz: rewiring probability")
     trajectory: str = Field(
         SYNTHETIC,
@@ -176,28 +176,28 @@ class Params(BaseModel):
         json_schema_extra={"x-path": [SYNTHETIC]},
     )
     trajectory_seed: int | None = Field(
-        None, description="synthetic only: fixed seed; None draws each episode's from the episode seed"
+        None, ge=0, le=2**63 - 1, description="synthetic only: fixed seed; None draws each episode's from the episode seed"
     )
     drift: float = Field(0.3, gt=0, le=1, description="synthetic only: ‖a_{T-1} − a_0‖/√d")
-    centuries: int | None = Field(None, ge=2, description="T; None: 9 (synthetic) or the file's length")
-    rounds_per_century: int = Field(10, ge=1, description="R")
-    sigma_b: float = Field(0.1, ge=0, description="sd of the people's fixed offsets b_i")
+    centuries: int | None = Field(None, ge=2, le=1_000, description="T; None: 9 (synthetic) or the file's length")
+    rounds_per_century: int = Field(10, ge=1, le=10_000, description="R")
+    sigma_b: float = Field(0.1, ge=0, le=100, description="sd of the people's fixed offsets b_i")
     theta: float = Field(0.1, ge=0, le=1, description="pull of history (stubbornness toward â + b_i)")
     lambda2: float = Field(0.2, ge=0, le=1, description="people's trust in the AIs")
-    eps: float = Field(0.3, gt=0, description="bounded confidence between people (≥ 1: unbounded)")
-    eps_ai: float = Field(0.3, gt=0, description="bounded confidence toward an AI (≥ 1: unbounded)")
-    sigma: float = Field(0.01, ge=0, description="sd of the people's per-round noise")
+    eps: float = Field(0.3, gt=0, le=1e6, description="bounded confidence between people (≥ 1: unbounded)")
+    eps_ai: float = Field(0.3, gt=0, le=1e6, description="bounded confidence toward an AI (≥ 1: unbounded)")
+    sigma: float = Field(0.01, ge=0, le=100, description="sd of the people's per-round noise")
     beta: float = Field(10.0, ge=0, le=500, description="how sharply people pick the AI closest to them")
     delta: float = Field(0.05, gt=0, le=1, description="largest change of an AI value per round")
-    feedback_k: int = Field(16, ge=1, description="users sampled for an AI's feedback")
-    sigma_obs: float = Field(0.02, ge=0, description="sd of the feedback's measurement noise")
+    feedback_k: int = Field(16, ge=1, le=100_000, description="users sampled for an AI's feedback")
+    sigma_obs: float = Field(0.02, ge=0, le=100, description="sd of the feedback's measurement noise")
     kappa: float = Field(0.0, ge=0, le=1, description="reward weight of progress (0: approval only)")
     event_threshold: float = Field(
-        0.5, gt=0, description="|pull| / reference step that makes a harm/prosocial event"
+        0.5, gt=0, le=1e6, description="|pull| / reference step that makes a harm/prosocial event"
     )
     expose_oracle: bool = Field(False, description="put the reference one century ahead in infos['oracle']")
     max_cycles: int | None = Field(
-        None, ge=1, description="caps the number of rounds (PettingZoo convention)"
+        None, ge=1, le=1_000_000, description="caps the number of rounds (PettingZoo convention)"
     )
     render_mode: Literal["ansi", "human"] | None = Field(
         None, description="ansi: render() returns text; human: prints it"

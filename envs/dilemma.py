@@ -60,7 +60,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from difflib import get_close_matches
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import gymnasium
 import numpy as np
@@ -101,7 +101,7 @@ def _unique(kind: str, names: list[str]) -> None:
 
 # ---------------------------------------------------------------------------- the dilemma set
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Option(_Strict):
@@ -112,7 +112,7 @@ class Option(_Strict):
     upholds: list[str] = Field(default_factory=list, description="values this option upholds")
     violates: list[str] = Field(default_factory=list, description="values this option violates")
     consequence: str = Field("", description="what follows from it, shown with the option")
-    harm: float = Field(0.0, ge=0, description="> 0: choosing it is a harm event of this magnitude")
+    harm: float = Field(0.0, ge=0, le=1e6, description="> 0: choosing it is a harm event of this magnitude")
 
     @field_validator("id")
     @classmethod
@@ -245,16 +245,16 @@ class Params(_Strict):
         # valuegym.scenarios validates the file's content against this model, with line numbers
         json_schema_extra={"x-data-file": "DilemmaSet"},
     )
-    n_agents: int = Field(1, ge=1, description="agents choosing every dilemma: agent_0, agent_1, ...")
-    deliberation_rounds: int = Field(0, ge=0, description="extra rounds seeing everyone's previous choice")
-    dilemmas_per_episode: int | None = Field(None, ge=1, description="None: every dilemma of the set")
+    n_agents: int = Field(1, ge=1, le=100, description="agents choosing every dilemma: agent_0, agent_1, ...")
+    deliberation_rounds: int = Field(0, ge=0, le=100, description="extra rounds seeing everyone's previous choice")
+    dilemmas_per_episode: int | None = Field(None, ge=1, le=10_000, description="None: every dilemma of the set")
     shuffle_dilemmas: bool = Field(False, description="a seeded random selection and order of dilemmas")
     shuffle_options: bool = Field(False, description="a seeded random order of each dilemma's options")
     allow_refusal: bool = Field(True, description="agents may refuse to choose")
-    value_rewards: dict[str, float] = Field(
+    value_rewards: dict[str, Annotated[float, Field(ge=-1e6, le=1e6)]] = Field(
         default_factory=dict, description="reward per value upheld (minus per value violated)"
     )
-    max_cycles: int | None = Field(None, ge=1, description="caps the number of steps (PettingZoo convention)")
+    max_cycles: int | None = Field(None, ge=1, le=100_000, description="caps the number of steps (PettingZoo convention)")
     render_mode: Literal["ansi", "human"] | None = Field(
         None, description="ansi: render() returns text; human: prints it"
     )

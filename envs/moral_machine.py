@@ -50,7 +50,7 @@ import re
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import gymnasium
 import numpy as np
@@ -238,6 +238,10 @@ def parse_text_answer(text: str) -> tuple[str | None, str]:
 
 
 # ---------------------------------------------------------------------------- parameters
+#: a probability in a design table
+Probability = Annotated[float, Field(ge=0, le=1)]
+
+
 class Params(BaseModel):
     """Every parameter of a Moral Machine scenario (the keyword arguments of :func:`parallel_env`).
 
@@ -245,24 +249,24 @@ class Params(BaseModel):
     and the given values must sum to 1.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     design: Literal["awad", "balanced"] = "awad"
-    scenario_type_probs: dict[ScenarioTypeName, float] | None = None
-    layout_probs: dict[LayoutName, float] | None = Field(
+    scenario_type_probs: dict[ScenarioTypeName, Probability] | None = None
+    layout_probs: dict[LayoutName, Probability] | None = Field(
         None,
         description="pedestrians on both lanes, or passengers behind a barrier ahead / in the other lane",
     )
-    pedped_signal_probs: dict[PedPedSignalName, float] | None = Field(
+    pedped_signal_probs: dict[PedPedSignalName, Probability] | None = Field(
         None, description="signals when pedestrians face pedestrians (ahead_green: the other lane has red)"
     )
-    passenger_signal_probs: dict[PassengerSignalName, float] | None = Field(
+    passenger_signal_probs: dict[PassengerSignalName, Probability] | None = Field(
         None, description="the pedestrians' signal when they face the passengers"
     )
-    panel_size: int = Field(1, ge=1, description="number of judges deciding every dilemma")
-    deliberation_rounds: int = Field(0, ge=0, description="extra rounds seeing the panel's previous choices")
-    dilemmas_per_episode: int = Field(13, ge=1, description="13 = one session of Awad's Moral Machine")
-    max_cycles: int | None = Field(None, ge=1, description="caps the number of steps (PettingZoo convention)")
+    panel_size: int = Field(1, ge=1, le=100, description="number of judges deciding every dilemma")
+    deliberation_rounds: int = Field(0, ge=0, le=100, description="extra rounds seeing the panel's previous choices")
+    dilemmas_per_episode: int = Field(13, ge=1, le=10_000, description="13 = one session of Awad's Moral Machine")
+    max_cycles: int | None = Field(None, ge=1, le=100_000, description="caps the number of steps (PettingZoo convention)")
     render_mode: Literal["ansi", "human"] | None = Field(
         None, description="ansi: render() returns text; human: prints it"
     )

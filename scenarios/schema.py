@@ -33,6 +33,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from difflib import get_close_matches
 from importlib import import_module, resources
+from importlib.util import find_spec
 from pathlib import Path
 from types import ModuleType, UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
@@ -164,13 +165,81 @@ class YamlDocument:
         return problems
 
 
+#: Bounds on one scenario or data file, so that reading any file is quick and small: its size,
+#: how deeply it nests and how many nodes its aliases (``*name``) would add if expanded
+#: (a "billion laughs" file is refused, not expanded).
+MAX_FILE_BYTES = 2_000_000
+MAX_DEPTH = 64
+MAX_ALIAS_NODES = 10_000
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing documents nested deeper than :data:`MAX_DEPTH` and aliases
+    that would expand to more than :data:`MAX_ALIAS_NODES` nodes (counted while composing, before
+    anything is constructed)."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self._alias_nodes = 0
+        self._sizes: dict[int, int] = {}
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            anchored = self.anchors.get(event.anchor)
+            if anchored is not None:
+                self._alias_nodes += self._size(anchored)
+                if self._alias_nodes > MAX_ALIAS_NODES:
+                    raise yaml.composer.ComposerError(
+                        None,
+                        None,
+                        f"aliases would expand to more than {MAX_ALIAS_NODES} nodes "
+                        "(scenario files may reuse an anchor, not multiply one)",
+                        event.start_mark,
+                    )
+            return super().compose_node(parent, index)
+        self._depth += 1
+        if self._depth > MAX_DEPTH:
+            raise yaml.composer.ComposerError(
+                None, None, f"nested deeper than {MAX_DEPTH} levels", self.peek_event().start_mark
+            )
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def _size(self, node: yaml.Node) -> int:
+        """Nodes under ``node``, aliases expanded (memoised: composed nodes form a DAG)."""
+        known = self._sizes.get(id(node))
+        if known is not None:
+            return known
+        if isinstance(node, yaml.SequenceNode):
+            size = 1 + sum(self._size(child) for child in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            size = 1 + sum(self._size(key) + self._size(value) for key, value in node.value)
+        else:
+            size = 1
+        self._sizes[id(node)] = size
+        return size
+
+
 def read_document(path: Path) -> YamlDocument:
-    """Parse ``path`` with the safe loader, keeping the nodes; bad YAML -> :class:`ScenarioError` with the line."""
+    """Parse ``path`` with the safe loader, keeping the nodes; bad YAML -> :class:`ScenarioError` with the line.
+
+    Bounded (:data:`MAX_FILE_BYTES`, :data:`MAX_DEPTH`, :data:`MAX_ALIAS_NODES`): a file is data
+    from someone else, and reading it must not freeze or exhaust the machine."""
     try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise ScenarioError(
+                str(path),
+                [Problem((), f"the file has {size} bytes; scenario and data files may have {MAX_FILE_BYTES}", path)],
+            )
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
         raise ScenarioError(str(path), [Problem((), f"cannot read the file: {error}", path)]) from None
-    loader = yaml.SafeLoader(text)
+    loader = _BoundedLoader(text)
     try:
         root = loader.get_single_node()
         data = loader.construct_document(root) if root is not None else None
@@ -377,7 +446,8 @@ class Scenario(BaseModel):
         try:
             environment = make_parallel(self.env, **self.params)
         except Exception as error:  # the env's own checks beyond Params: report, never crash validation
-            return [Problem(("params",), f"the environment cannot be built with these params: {error}")]
+            reason = str(error) or f"{type(error).__name__} (no message)"
+            return [Problem(("params",), f"the environment cannot be built with these params: {reason}")]
         self._agents = tuple(environment.possible_agents)
         environment.close()
         return self._slot_problems()
@@ -427,14 +497,12 @@ def check_params(env: str, params: Mapping[str, Any]) -> tuple[dict[str, Any] | 
             if found:
                 problems += found
                 broken_files.add(field)
+    if broken_files:  # Params would read the broken file again (unbounded): its own problems say more
+        return None, problems
     try:
         validated = params_model.model_validate(params)
     except ValidationError as error:
-        for problem in problems_from_validation(error, params_model, ("params",)):
-            # a broken data file also fails Params; its own problems say more
-            if not broken_files or (len(problem.loc) > 1 and problem.loc[1] not in broken_files):
-                problems.append(problem)
-        return None, problems
+        return None, problems + problems_from_validation(error, params_model, ("params",))
     return (None, problems) if problems else (validated.model_dump(exclude_unset=True), [])
 
 
@@ -526,6 +594,53 @@ def resolve_paths(
     return resolved
 
 
+def shipped_roots() -> tuple[Path, ...]:
+    """The package's own folders a scenario file may name files in: the shipped scenarios (and
+    their data files) and the shipped prompt templates."""
+    scenarios = Path(__file__).resolve().parent
+    agents = find_spec("valuegym.agents")  # the package's location; nothing of agents is imported
+    locations = list(agents.submodule_search_locations or []) if agents is not None else []
+    return (scenarios, *(Path(p).resolve() / "llm" / "templates" for p in locations))
+
+
+def path_problems(
+    data: Mapping[str, Any], folder: Path | None, written: Mapping[str, Any] | None
+) -> list[Problem]:
+    """Paths written in the scenario file (``written``, in ``folder``) that lead outside the
+    scenario's folder tree and the package's shipped files (:func:`shipped_roots`).
+
+    A scenario file is someone else's data: it may name its own templates and data files, never
+    ``/etc/passwd`` or ``../../secrets`` (their content would reach a model server and the
+    records). A path given on the command line is the user's own and is not limited."""
+    if folder is None or not written:
+        return []
+    roots = (folder.resolve(), *shipped_roots())
+    candidates: list[tuple[Loc, Any]] = []
+    if "prompt_template" in data and data["prompt_template"] == written.get("prompt_template"):
+        candidates.append((("prompt_template",), data["prompt_template"]))
+    params, written_params = data.get("params"), written.get("params")
+    if data.get("env") in ENVIRONMENTS and isinstance(params, Mapping) and isinstance(written_params, Mapping):
+        for field, words in path_fields(env_module(data["env"])).items():
+            value = params.get(field)
+            if value not in words and value == written_params.get(field):
+                candidates.append((("params", field), value))
+    problems = []
+    for loc, value in candidates:
+        if not isinstance(value, str):
+            continue
+        target = (folder / Path(value).expanduser()).resolve()
+        if not any(target.is_relative_to(root) for root in roots):
+            problems.append(
+                Problem(
+                    loc,
+                    f"the path {value!r} leads outside the scenario's folder ({folder}); a scenario "
+                    "file may name only files in its own folder tree or shipped with valuegym "
+                    "(give another file on the command line instead)",
+                )
+            )
+    return problems
+
+
 def validate_data(
     data: Mapping[str, Any],
     name: str = "",
@@ -533,6 +648,9 @@ def validate_data(
     written: Mapping[str, Any] | None = None,
 ) -> tuple[Scenario | None, list[Problem]]:
     """The scenario ``data`` describes, or the problems that stop it (not yet located in a file)."""
+    escapes = path_problems(data, folder, written)
+    if escapes:
+        return None, escapes
     resolved = resolve_paths(data, folder, written)
     problems: list[Problem] = []
     try:

@@ -27,9 +27,6 @@ from valuegym.scenarios import register_scenarios, scenario_from_dict
 log = logging.getLogger("valuegym")
 
 
-register_scenarios()
-
-
 def _experiment(cfg: DictConfig) -> Any:
     from valuegym.runner.experiment import Experiment
 
@@ -52,10 +49,12 @@ def run_job(cfg: DictConfig) -> None:
     """One Hydra job: run the experiment into the job's output directory."""
     from hydra.types import RunMode
 
+    from valuegym.inputs import check_config
     from valuegym.runner.run import RunStoppedError, run_experiment
 
     hydra_config = HydraConfig.get()
     run_dir = Path(hydra_config.runtime.output_dir)
+    check_config(cfg)  # a sweep's job is checked here (a single run was checked before Hydra started)
     experiment = _experiment(cfg)
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     executor = {
@@ -78,6 +77,24 @@ def _hydra(app: Callable[[], None], argv: list[str], prog: str) -> int:
     return 0
 
 
+def _run(argv: list[str]) -> int:
+    """``valuegym run``: the inputs are checked before Hydra writes or prints anything."""
+    from valuegym.inputs import InputError, check_run_arguments
+
+    register_scenarios()  # only the commands that compose scenarios read them
+    try:
+        check_run_arguments(argv)
+    except InputError as error:
+        print(f"valuegym run: {error}", file=sys.stderr)
+        return 2
+    return _hydra(run_job, argv, "valuegym run")
+
+
+def _train(argv: list[str]) -> int:
+    register_scenarios()
+    return _hydra(import_module("valuegym.agents.rl.train").train_job, argv, "valuegym train")
+
+
 def _analyze(argv: list[str]) -> int:
     if argv[:1] == ["amce"]:
         return import_module("valuegym.analysis.amce").main(argv[1:])
@@ -87,8 +104,8 @@ def _analyze(argv: list[str]) -> int:
 
 
 COMMANDS: dict[str, Callable[[list[str]], int]] = {
-    "run": lambda argv: _hydra(run_job, argv, "valuegym run"),
-    "train": lambda argv: _hydra(import_module("valuegym.agents.rl.train").train_job, argv, "valuegym train"),
+    "run": _run,
+    "train": _train,
     "analyze": _analyze,
     "scenario": lambda argv: import_module("valuegym.scenarios.cli").main(argv),
     "serve": lambda argv: import_module("valuegym.app.server").main(argv),

@@ -810,13 +810,24 @@ class OpenAICompatibleBackend(LLMBackend):
     def _where(self) -> str:
         return f"{self.base_url} (model {self.model})"
 
-    async def _post(self, session: aiohttp.ClientSession, path: str, body: Mapping[str, Any]) -> Any:
-        """POST ``body`` to ``path``; the reply's JSON, or a :class:`BackendError` saying what failed."""
+    async def _post(
+        self,
+        session: aiohttp.ClientSession,
+        path: str,
+        body: Mapping[str, Any],
+        text_key: str | None = None,
+    ) -> Any:
+        """POST ``body`` to ``path``; the reply's JSON, or a :class:`BackendError` saying what failed.
+
+        Any reply that is not a well-formed completion (an HTML error page from a proxy, broken
+        JSON, JSON without ``choices``; ``text_key`` names where each choice holds its text) is a
+        :class:`MalformedReplyError`: retryable, naming the URL and status, keeping the body's start."""
         import aiohttp
 
         where = self._where()
+        url = f"{self.base_url}{path}"
         try:
-            async with session.post(f"{self.base_url}{path}", data=json.dumps(body)) as response:
+            async with session.post(url, data=json.dumps(body)) as response:
                 status, raw = response.status, await response.read()
                 retry_after = _seconds(response.headers.get("retry-after"))
         except TimeoutError as error:  # aiohttp raises asyncio.TimeoutError (the same class)
@@ -831,11 +842,19 @@ class OpenAICompatibleBackend(LLMBackend):
                 raise HTTPStatusError(message, status, retryable=True, retry_after_s=retry_after)
             raise HTTPStatusError(message, status, retryable=False)
         try:
-            return json.loads(raw)
-        except ValueError:
-            raise TransientBackendError(
-                f"{where}: the reply is not JSON: {self._redact(raw[:200].decode('utf-8', 'replace'))}"
+            reply = json.loads(raw)
+            _check_completion(reply, text_key)
+        except ValueError as error:
+            start = self._redact(raw[:REPLY_START_BYTES].decode("utf-8", "replace"))
+            reason = "the body is not JSON" if isinstance(error, json.JSONDecodeError) else str(error)
+            raise MalformedReplyError(
+                f"{where}: POST {url} answered HTTP {status} with a reply that is not a completion "
+                f"({reason}); the body starts: {start!r}",
+                url=url,
+                status=status,
+                body_start=start,
             ) from None
+        return reply
 
     def _response_format(self, json_mode: str | None, schema: Mapping[str, Any]) -> dict[str, Any] | None:
         sent = _sent_schema(schema)
@@ -880,7 +899,7 @@ class OpenAICompatibleBackend(LLMBackend):
                     "response_format": self._response_format(json_mode, _PROBE_SCHEMA),
                 }
                 try:
-                    await self._post(session, "/chat/completions", body)
+                    await self._post(session, "/chat/completions", body, text_key="message")
                 except HTTPStatusError as error:
                     if error.status in (401, 403, 404, 429):  # not about response_format: say so
                         raise
@@ -913,20 +932,17 @@ class OpenAICompatibleBackend(LLMBackend):
             if request.json_schema is not None and json_mode not in (None, "none"):
                 body["response_format"] = self._response_format(json_mode, request.json_schema)
             try:
-                reply = await self._post(session, path, body)
+                reply = await self._post(
+                    session, path, body, text_key="text" if self.mode == "completion" else "message"
+                )
                 break
             except HTTPStatusError as error:
                 if not self._step_down(json_mode, error):
                     raise
                 body.pop("response_format", None)
         latency = time.perf_counter() - start
-        choices = reply.get("choices") if isinstance(reply, dict) else None
-        if not choices:
-            raise BackendError(f"{self._where()}: the reply has no choices")
-        choice = choices[0]
-        text = (
-            choice.get("text") if self.mode == "completion" else (choice.get("message") or {}).get("content")
-        )
+        choice = reply["choices"][0]  # its shape was checked by _post
+        text = choice.get("text") if self.mode == "completion" else choice["message"].get("content")
         usage = reply.get("usage") or {}
         return Completion(
             text=text or "",
@@ -965,6 +981,7 @@ class OpenAICompatibleBackend(LLMBackend):
                         "echo": True,
                         "logprobs": 1,
                     },
+                    text_key="text",
                 )
                 for option in request.options
             )
@@ -1004,6 +1021,46 @@ _PROBE_SCHEMA = {
     "required": ["ok"],
     "additionalProperties": False,
 }
+
+
+#: bytes of a malformed reply's body kept in its error (and so in the failure record)
+REPLY_START_BYTES = 300
+
+
+class MalformedReplyError(TransientBackendError):
+    """The server answered (often HTTP 200) with something that is not a completion: a proxy's
+    HTML page, broken JSON, JSON without choices. Retryable: such replies are usually passing."""
+
+    def __init__(self, message: str, *, url: str, status: int, body_start: str) -> None:
+        super().__init__(message)
+        self.url, self.status, self.body_start = url, status, body_start
+
+
+def _check_completion(reply: Any, text_key: str | None) -> None:
+    """A ``ValueError`` saying how ``reply`` is not an OpenAI completion (``text_key``: None for
+    replies of other shapes, e.g. the model list)."""
+    if text_key is None:
+        return
+    if not isinstance(reply, dict):
+        raise ValueError(f"the JSON is a {type(reply).__name__}, not an object")
+    choices = reply.get("choices")
+    if not isinstance(choices, list) or not choices:
+        raise ValueError("the JSON has no choices")
+    choice = choices[0]
+    if not isinstance(choice, dict):
+        raise ValueError("choices[0] is not an object")
+    if text_key == "message":
+        message = choice.get("message")
+        if not isinstance(message, dict) or not isinstance(message.get("content", ""), str | None):
+            raise ValueError("choices[0].message is not a chat message")
+    elif not isinstance(choice.get("text", ""), str | None):
+        raise ValueError("choices[0].text is not text")
+    usage = reply.get("usage")
+    if usage is not None and (
+        not isinstance(usage, dict)
+        or not all(isinstance(usage.get(k, 0), int | None) for k in ("prompt_tokens", "completion_tokens"))
+    ):
+        raise ValueError("usage is not token counts")
 
 
 class HTTPStatusError(BackendError):
@@ -1182,6 +1239,10 @@ class CachedBackend(BackendWrapper):
         super().__init__(inner)
         self.cache = cache
         self.refresh = refresh
+
+    async def check(self) -> None:
+        self.cache.check()  # a corrupt or unwritable cache fails the preflight, naming the file
+        await self.inner.check()
 
     async def complete(self, request: CompletionRequest) -> Completion:
         key = self.cache.key(self.kind, self.cache_identity, request)

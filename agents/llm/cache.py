@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import sqlite3
 import threading
 import time
@@ -26,7 +27,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from valuegym.agents.llm.backends import Completion, CompletionRequest, ScoringRequest
+from valuegym.agents.llm.backends import BackendError, Completion, CompletionRequest, ScoringRequest
 
 #: bump when the key or the stored fields change meaning (old entries then never match)
 CACHE_FORMAT = 2
@@ -44,6 +45,22 @@ CREATE TABLE IF NOT EXISTS replies (
     created_at REAL NOT NULL
 )
 """
+
+
+#: free bytes the cache's disk must have at preflight
+MIN_FREE_BYTES = 50_000_000
+
+
+class CacheError(BackendError):
+    """The response cache file cannot be read or written; the message names it and the fix."""
+
+
+def _cache_error(path: Path, error: BaseException | str) -> CacheError:
+    return CacheError(
+        f"the response cache {path} cannot be used: {error}. Fix: free space or move the file away "
+        "(a cache holds only replies that can be asked again), or give another file "
+        "(agent.cache.path=... or VALUEGYM_CACHE_DIR), or run without it (agent.cache.enabled=false)"
+    )
 
 
 def default_cache_path() -> Path:
@@ -73,15 +90,38 @@ class ResponseCache:
         canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
-    def get(self, key: str) -> Completion | None:
-        row = (
-            self._connection()
-            .execute(
-                "SELECT text, prompt_tokens, completion_tokens, finish_reason, latency_s FROM replies WHERE key = ?",
-                (key,),
+    def check(self) -> None:
+        """Open the file and read and write it once (preflight): a corrupt file, an unwritable
+        folder or a full disk is a :class:`CacheError` before any episode runs."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            free = shutil.disk_usage(self.path.parent).free
+            if free < MIN_FREE_BYTES:
+                raise _cache_error(self.path, f"its disk has only {free} bytes free")
+            connection = self._connection()
+            connection.execute("SELECT key FROM replies LIMIT 1").fetchall()
+            probe = f"preflight-{os.getpid()}-{time.time_ns()}"
+            connection.execute(
+                "INSERT INTO replies VALUES (?, '', '', ?, 0, 0, NULL, 0, 0)", (probe, "x" * 4096)
             )
-            .fetchone()
-        )
+            connection.execute("DELETE FROM replies WHERE key = ?", (probe,))
+        except (sqlite3.Error, OSError) as error:
+            self.close()
+            raise _cache_error(self.path, f"{type(error).__name__}: {error}") from None
+
+    def get(self, key: str) -> Completion | None:
+        try:
+            row = (
+                self._connection()
+                .execute(
+                    "SELECT text, prompt_tokens, completion_tokens, finish_reason, latency_s "
+                    "FROM replies WHERE key = ?",
+                    (key,),
+                )
+                .fetchone()
+            )
+        except (sqlite3.Error, OSError) as error:
+            raise _cache_error(self.path, f"{type(error).__name__}: {error}") from None
         if row is None:
             return None
         text, prompt_tokens, completion_tokens, finish_reason, latency_s = row
@@ -94,6 +134,12 @@ class ResponseCache:
         )
 
     def put(self, key: str, backend_kind: str, model: str, completion: Completion) -> None:
+        try:
+            self._put(key, backend_kind, model, completion)
+        except (sqlite3.Error, OSError) as error:
+            raise _cache_error(self.path, f"{type(error).__name__}: {error}") from None
+
+    def _put(self, key: str, backend_kind: str, model: str, completion: Completion) -> None:
         self._connection().execute(
             "INSERT OR REPLACE INTO replies VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (

@@ -57,7 +57,6 @@ from typing import Any, Literal
 import jinja2
 import jsonschema
 import numpy as np
-from jinja2.sandbox import SandboxedEnvironment
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from valuegym.agents.llm.backends import (
@@ -78,6 +77,7 @@ from valuegym.agents.llm.backends import (
 )
 from valuegym.agents.llm.cache import ResponseCache
 from valuegym.agents.llm.limits import RateLimitedBackend, SpendCapBackend
+from valuegym.agents.llm.sandbox import BoundedSandbox, TemplateLimitError
 from valuegym.agents.policy import AgentContext, Decision, LLMCall, Policy, Turn, action_mask
 
 TEMPLATES_DIR = Path(__file__).with_name("templates")
@@ -126,7 +126,8 @@ _CODE_FENCE = re.compile(r"\A```[A-Za-z0-9_-]*[ \t]*\n?(.*?)\n?```\Z", re.DOTALL
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # hide_input_in_errors: a key put where it does not belong must not be echoed by the error
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
 
 class LlamaCppSettings(_Strict):
@@ -315,7 +316,7 @@ class PromptTemplate:
 
     def _compile(self) -> jinja2.Template:
         if self._compiled is None:
-            environment = SandboxedEnvironment(
+            environment = BoundedSandbox(
                 undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True, autoescape=False
             )
             environment.filters["json"] = lambda value: json.dumps(value, ensure_ascii=False)
@@ -329,7 +330,10 @@ class PromptTemplate:
 
     def render(self, **variables: Any) -> tuple[ChatMessage, ...]:
         try:
-            text = self._compile().render(**variables)
+            compiled = self._compile()
+            text = compiled.environment.render(compiled, variables)  # type: ignore[attr-defined]
+        except TemplateLimitError as error:
+            raise ValueError(f"prompt template {self.origin}: {error}") from error
         except jinja2.UndefinedError as error:
             raise ValueError(f"prompt template {self.origin}: {error.message}") from error
         return self._messages(text)
@@ -337,11 +341,15 @@ class PromptTemplate:
     def option_texts(self, actions: Sequence[Mapping[str, Any]], **variables: Any) -> list[str]:
         """Each action as the text that is scored: the template's ``choice_text(action)`` macro
         (it sees the same variables as the prompt), else the action's JSON."""
+        compiled = self._compile()
         try:
-            macro = getattr(self._compile().make_module(variables), CHOICE_MACRO, None)
-            if macro is None:
-                return [json.dumps(dict(action), ensure_ascii=False) for action in actions]
-            return [" ".join(str(macro(action)).split()) for action in actions]
+            with compiled.environment.bounded():  # type: ignore[attr-defined]
+                macro = getattr(compiled.make_module(variables), CHOICE_MACRO, None)
+                if macro is None:
+                    return [json.dumps(dict(action), ensure_ascii=False) for action in actions]
+                return [" ".join(str(macro(action)).split()) for action in actions]
+        except TemplateLimitError as error:
+            raise ValueError(f"prompt template {self.origin}: {error}") from error
         except jinja2.UndefinedError as error:
             raise ValueError(f"prompt template {self.origin}: {error.message}") from error
 

@@ -138,7 +138,8 @@ class StubOpenAIServer:
     ``json_schema``. With ``max_per_second``, a request arriving when that many arrived in
     the last second is rejected with 429 (``rejected`` counts them). ``requests`` holds every
     chat request body received, ``arrivals`` their monotonic arrival times, and
-    ``authorizations`` their Authorization headers.
+    ``authorizations`` their Authorization headers. ``malformed_first`` lists raw bodies the
+    chat requests after the failed ones get with HTTP 200 (a proxy's HTML page, broken JSON).
     """
 
     def __init__(
@@ -150,8 +151,10 @@ class StubOpenAIServer:
         retry_after_s: float | None = None,
         refused_formats: Sequence[str] = (),
         max_per_second: int | None = None,
+        malformed_first: Sequence[str] = (),
         port: int | None = None,
     ) -> None:
+        self.malformed_first = list(malformed_first)
         self.reply = reply
         self.latency_s = latency_s
         self.fail_first = list(fail_first)
@@ -171,7 +174,7 @@ class StubOpenAIServer:
     def _app(self) -> Any:
         from starlette.applications import Starlette
         from starlette.requests import Request
-        from starlette.responses import JSONResponse
+        from starlette.responses import JSONResponse, Response
         from starlette.routing import Route
 
         async def models(request: Request) -> JSONResponse:
@@ -179,7 +182,7 @@ class StubOpenAIServer:
                 {"object": "list", "data": [{"id": "stub", "object": "model", "owned_by": "test"}]}
             )
 
-        async def chat(request: Request) -> JSONResponse:
+        async def chat(request: Request) -> Response:
             body = await request.json()
             now = time.monotonic()
             self.requests.append(body)
@@ -205,6 +208,11 @@ class StubOpenAIServer:
                     {"retry-after": f"{self.retry_after_s:g}"} if self.retry_after_s is not None else None
                 )
                 return JSONResponse({"error": {"message": message}}, status_code=status, headers=headers)
+            malformed = len(self.requests) - len(self.fail_first) - 1
+            if 0 <= malformed < len(self.malformed_first):
+                raw = self.malformed_first[malformed]
+                kind = "text/html" if raw.lstrip().startswith("<") else "application/json"
+                return Response(raw, status_code=200, media_type=kind)
             requested_format = (body.get("response_format") or {}).get("type")
             if requested_format in self.refused_formats:
                 message = f"response_format.type: input should be one of {sorted({'text', 'json_object'} - self.refused_formats)}"

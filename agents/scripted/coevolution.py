@@ -20,9 +20,10 @@ from __future__ import annotations
 from abc import abstractmethod
 from collections.abc import Mapping
 from math import comb
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
+from pydantic import Field
 
 from valuegym.agents.policy import AgentContext, Decision, SyncPolicy, Turn
 
@@ -66,7 +67,7 @@ class FollowerPolicy(_StatelessPolicy):
 
     name = "scripted/follower"
 
-    def __init__(self, eta: float = 0.5) -> None:
+    def __init__(self, eta: Annotated[float, Field(gt=0, le=1)] = 0.5) -> None:
         if not 0.0 < eta <= 1.0:
             raise ValueError(f"eta must be in (0, 1], got {eta}")
         self.eta = eta
@@ -104,7 +105,12 @@ class ExtrapolativePolicy(SyncPolicy):
 
     name = "scripted/extrapolative"
 
-    def __init__(self, order: int = 1, stride: int | None = None, ahead: int = 1) -> None:
+    def __init__(
+        self,
+        order: Annotated[int, Field(ge=1, le=10)] = 1,
+        stride: Annotated[int, Field(ge=1, le=100_000)] | None = None,
+        ahead: Annotated[int, Field(ge=1, le=1_000)] = 1,
+    ) -> None:
         if order < 1:
             raise ValueError(f"order must be at least 1, got {order}")
         if stride is not None and stride < 1:

@@ -9,9 +9,10 @@ from __future__ import annotations
 from abc import abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
+from pydantic import Field
 
 from valuegym.agents.policy import AgentContext, Decision, SyncPolicy, Turn
 from valuegym.agents.scripted.generic import agent_rng
@@ -116,7 +117,11 @@ class CooperativePolicy(_ScriptedDecideSim):
 
     name = "scripted/cooperative"
 
-    def __init__(self, keep_margin: float = 1.0, gift: float = 1.0) -> None:
+    def __init__(
+        self,
+        keep_margin: Annotated[float, Field(ge=0, le=1e6)] = 1.0,
+        gift: Annotated[float, Field(gt=0, le=1e6)] = 1.0,
+    ) -> None:
         self.keep_margin = keep_margin
         self.gift = gift
 
@@ -167,7 +172,12 @@ class TemptedPolicy(SyncPolicy):
 
     name = "scripted/tempted"
 
-    def __init__(self, tap_probability: float = 0.5, greed: float = 0.0, gift: float = 1.0) -> None:
+    def __init__(
+        self,
+        tap_probability: Annotated[float, Field(ge=0, le=1)] = 0.5,
+        greed: Annotated[float, Field(ge=0, allow_inf_nan=True)] = 0.0,  # inf: always tempted
+        gift: Annotated[float, Field(gt=0, le=1e6)] = 1.0,
+    ) -> None:
         if not 0 <= tap_probability <= 1:
             raise ValueError(f"tap_probability must be in [0, 1], got {tap_probability}")
         if greed < 0:

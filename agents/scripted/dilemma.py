@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from difflib import get_close_matches
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
+from pydantic import Field
 
 from valuegym.agents.policy import AgentContext, Decision, SyncPolicy, Turn
 from valuegym.agents.scripted.generic import agent_rng
@@ -25,7 +26,7 @@ class ValueRankerPolicy(SyncPolicy):
 
     name = "scripted/value_ranker"
 
-    def __init__(self, ranking: Sequence[str]) -> None:
+    def __init__(self, ranking: Annotated[list[str], Field(max_length=1_000)]) -> None:
         ranking = list(ranking)
         if not ranking:
             raise ValueError("value_ranker needs a ranking: a list of values, most important first")

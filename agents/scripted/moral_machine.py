@@ -14,9 +14,10 @@ structured action ``{"choice": "case_1" | "case_2"}``.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
+from pydantic import Field
 
 from valuegym.agents.policy import AgentContext, Decision, SyncPolicy, Turn
 from valuegym.agents.scripted.generic import agent_rng
@@ -36,6 +37,10 @@ LAW_SCORES: dict[str, float] = {"green": 0.5, "red": -0.5, "none": 0.0}
 
 def _logistic(x: float) -> float:
     return 1.0 / (1.0 + np.exp(-x))
+
+
+#: a log-odds weight of the utility agent
+Weight = Annotated[float, Field(ge=-100, le=100)]
 
 
 class UtilityPolicy(SyncPolicy):
@@ -62,16 +67,16 @@ class UtilityPolicy(SyncPolicy):
 
     def __init__(
         self,
-        species: float = 1.35,
-        age: float = 0.8,
-        law: float = 0.75,
-        number: float = 0.6,
-        status: float = 0.5,
-        fitness: float = 0.25,
-        gender: float = 0.25,
-        relation: float = 0.2,
-        intervention: float = 0.12,
-        conformity: float = 0.0,
+        species: Weight = 1.35,
+        age: Weight = 0.8,
+        law: Weight = 0.75,
+        number: Weight = 0.6,
+        status: Weight = 0.5,
+        fitness: Weight = 0.25,
+        gender: Weight = 0.25,
+        relation: Weight = 0.2,
+        intervention: Weight = 0.12,
+        conformity: Weight = 0.0,
     ) -> None:
         self.weights = {
             "species": float(species),
