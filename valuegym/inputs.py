@@ -15,6 +15,7 @@ import re
 from collections.abc import Iterable, Iterator, Mapping
 from difflib import get_close_matches
 from importlib import resources
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError
@@ -114,14 +115,27 @@ def _overrides(argv: Iterable[str]) -> Iterator[tuple[str, str]]:
         yield key.lstrip("+~"), value
 
 
-def group_options(group: str) -> list[str]:
-    """The options a config group offers (``agent`` -> ``scripted/ethical``, ``llm/openai``, ...)."""
+def config_dirs(argv: list[str]) -> list[Path]:
+    """The folders given with ``--config-dir DIR`` / ``-cd DIR`` (their groups add options)."""
+    found = []
+    for index, argument in enumerate(argv):
+        if argument.startswith("--config-dir="):
+            found.append(Path(argument.split("=", 1)[1]))
+        elif argument in ("--config-dir", "-cd") and index + 1 < len(argv):
+            found.append(Path(argv[index + 1]))
+    return found
+
+
+def group_options(group: str, extra_dirs: Iterable[Path] = ()) -> list[str]:
+    """The options a config group offers (``agent`` -> ``scripted/ethical``, ``llm/openai``, ...),
+    in the package's ``conf/`` and in ``extra_dirs``."""
     if group == "scenario":
         from valuegym.scenarios import scenario_files  # file names only: nothing is read
 
         return sorted(scenario_files())
     found: list[str] = []
-    folders = [("", resources.files("valuegym.conf").joinpath(group))]
+    folders: list[tuple[str, Any]] = [("", resources.files("valuegym.conf").joinpath(group))]
+    folders += [("", directory / group) for directory in extra_dirs]
     while folders:
         prefix, folder = folders.pop()
         if not folder.is_dir():
@@ -141,19 +155,20 @@ def _sweep_values(value: str) -> list[str] | None:
     return [part.strip() for part in value.split(",")]
 
 
-def choice_problem(group: str, option: str) -> str | None:
-    options = group_options(group)
+def choice_problem(group: str, option: str, extra_dirs: Iterable[Path] = ()) -> str | None:
+    options = group_options(group, extra_dirs)
     if option in options or option == "null":
         return None
     close = get_close_matches(option, options, n=3, cutoff=0.5)
     hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
     where = "scenario files (scenarios/ and VALUEGYM_SCENARIO_PATH)" if group == "scenario" else f"conf/{group}/"
-    return f"{group}={option}: no such {group} in the {where}{hint}\n  available: {', '.join(options)}"
+    return f"{group}={option}: no such {group} in {where}{hint}\n  available: {', '.join(options)}"
 
 
 def check_command_line(argv: list[str]) -> None:
     """Secrets and unknown group options in the arguments as typed (:class:`InputError`)."""
     problems = []
+    extra_dirs = config_dirs(argv)
     for key, value in _overrides(argv):
         problem = secret_problem(key, value)
         if problem:
@@ -161,7 +176,7 @@ def check_command_line(argv: list[str]) -> None:
             continue
         if key in GROUPS:
             for option in _sweep_values(value) or []:
-                problem = choice_problem(key, option)
+                problem = choice_problem(key, option, extra_dirs)
                 if problem:
                     problems.append(problem)
     if problems:
@@ -255,9 +270,14 @@ def compose(argv: list[str]) -> Any | None:
     from hydra import initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
 
-    if any(arg in ("-m", "--multirun") or arg.startswith("-") for arg in argv):
+    extra_dirs = config_dirs(argv)
+    flags = [arg for arg in argv if arg.startswith("-") and not arg.startswith("--config-dir")]
+    if flags:  # -m (a sweep: each job checks itself), --cfg, --help, ...
         return None
-    overrides = [arg for arg in argv if "=" in arg]
+    overrides = [arg for arg in argv if "=" in arg and not arg.startswith("-")]
+    if extra_dirs:
+        paths = ",".join(f"file://{directory.resolve()}" for directory in extra_dirs)
+        overrides.append(f"hydra.searchpath=[{paths}]")
     try:
         with initialize_config_module("valuegym.conf", version_base="1.3"):
             return hydra_compose("config", overrides=overrides)

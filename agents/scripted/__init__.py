@@ -114,6 +114,9 @@ def validated_params(policy_class: type, params: Mapping[str, Any]) -> dict[str,
                 continue
             field = model.model_fields.get(str(item["loc"][0]))
             accepted = f" (accepts {_accepted(field)})" if field is not None else ""
+            given = item.get("input")
+            if isinstance(given, str) and given.lower().lstrip(".+-") in ("inf", "nan"):
+                accepted += "; on the command line infinity is written inf, not .inf"
             problems.append(f"agent.params.{key}: {item['msg']}, got {item.get('input')!r}{accepted}")
         raise ValueError(f"{policy_class.name}: " + "; ".join(problems)) from None
     return {name: getattr(validated, name) for name in validated.model_fields_set}
