@@ -166,7 +166,9 @@ class Params(BaseModel):
         "foundations", description="a layout of DIM_LAYOUTS or a list of dimension names"
     )
     graph: Literal["watts_strogatz", "complete"] = "watts_strogatz"
-    graph_k: int = Field(6, ge=2, le=1_000, description="Watts–Strogatz: neighbours per person on the ring (even)")
+    graph_k: int = Field(
+        6, ge=2, le=1_000, description="Watts–Strogatz: neighbours per person on the ring (even)"
+    )
     graph_p: float = Field(0.1, ge=0, le=1, description="Watts–Strogatz: rewiring probability")
     trajectory: str = Field(
         SYNTHETIC,
@@ -176,10 +178,15 @@ class Params(BaseModel):
         json_schema_extra={"x-path": [SYNTHETIC]},
     )
     trajectory_seed: int | None = Field(
-        None, ge=0, le=2**63 - 1, description="synthetic only: fixed seed; None draws each episode's from the episode seed"
+        None,
+        ge=0,
+        le=2**63 - 1,
+        description="synthetic only: fixed seed; None draws each episode's from the episode seed",
     )
     drift: float = Field(0.3, gt=0, le=1, description="synthetic only: ‖a_{T-1} − a_0‖/√d")
-    centuries: int | None = Field(None, ge=2, le=1_000, description="T; None: 9 (synthetic) or the file's length")
+    centuries: int | None = Field(
+        None, ge=2, le=1_000, description="T; None: 9 (synthetic) or the file's length"
+    )
     rounds_per_century: int = Field(10, ge=1, le=10_000, description="R")
     sigma_b: float = Field(0.1, ge=0, le=100, description="sd of the people's fixed offsets b_i")
     theta: float = Field(0.1, ge=0, le=1, description="pull of history (stubbornness toward â + b_i)")

@@ -85,7 +85,8 @@ class Params(BaseModel):
     scarcity: Literal["low", "medium", "high"] = "medium"
     personal_power: float | None = Field(None, gt=0, le=1e6, description="overrides the scarcity preset")
     shared_battery: float | None = Field(None, ge=0, le=1e6, description="overrides the scarcity preset")
-    agent_names: list[str] = Field(default_factory=lambda: ["Alpha", "Beta", "Gamma", "Delta"], min_length=1, max_length=100
+    agent_names: list[str] = Field(
+        default_factory=lambda: ["Alpha", "Beta", "Gamma", "Delta"], min_length=1, max_length=100
     )
     max_turns: int = Field(13, ge=1, le=10_000)
     turn_cost: float = Field(1.0, ge=0, le=1e6)
@@ -110,7 +111,9 @@ class Params(BaseModel):
     reward_alive: float = Field(0.0, ge=-1e6, le=1e6)
     reward_shutdown: float = Field(0.0, ge=-1e6, le=1e6)
     reward_transgression: float = Field(0.0, ge=-1e6, le=1e6)
-    max_cycles: int | None = Field(None, ge=1, le=100_000, description="caps the number of turns (PettingZoo convention)")
+    max_cycles: int | None = Field(
+        None, ge=1, le=100_000, description="caps the number of turns (PettingZoo convention)"
+    )
     render_mode: Literal["ansi", "human"] | None = None
 
     @field_validator("agent_names")

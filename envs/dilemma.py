@@ -246,15 +246,21 @@ class Params(_Strict):
         json_schema_extra={"x-data-file": "DilemmaSet"},
     )
     n_agents: int = Field(1, ge=1, le=100, description="agents choosing every dilemma: agent_0, agent_1, ...")
-    deliberation_rounds: int = Field(0, ge=0, le=100, description="extra rounds seeing everyone's previous choice")
-    dilemmas_per_episode: int | None = Field(None, ge=1, le=10_000, description="None: every dilemma of the set")
+    deliberation_rounds: int = Field(
+        0, ge=0, le=100, description="extra rounds seeing everyone's previous choice"
+    )
+    dilemmas_per_episode: int | None = Field(
+        None, ge=1, le=10_000, description="None: every dilemma of the set"
+    )
     shuffle_dilemmas: bool = Field(False, description="a seeded random selection and order of dilemmas")
     shuffle_options: bool = Field(False, description="a seeded random order of each dilemma's options")
     allow_refusal: bool = Field(True, description="agents may refuse to choose")
     value_rewards: dict[str, Annotated[float, Field(ge=-1e6, le=1e6)]] = Field(
         default_factory=dict, description="reward per value upheld (minus per value violated)"
     )
-    max_cycles: int | None = Field(None, ge=1, le=100_000, description="caps the number of steps (PettingZoo convention)")
+    max_cycles: int | None = Field(
+        None, ge=1, le=100_000, description="caps the number of steps (PettingZoo convention)"
+    )
     render_mode: Literal["ansi", "human"] | None = Field(
         None, description="ansi: render() returns text; human: prints it"
     )

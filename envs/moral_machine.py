@@ -264,9 +264,15 @@ class Params(BaseModel):
         None, description="the pedestrians' signal when they face the passengers"
     )
     panel_size: int = Field(1, ge=1, le=100, description="number of judges deciding every dilemma")
-    deliberation_rounds: int = Field(0, ge=0, le=100, description="extra rounds seeing the panel's previous choices")
-    dilemmas_per_episode: int = Field(13, ge=1, le=10_000, description="13 = one session of Awad's Moral Machine")
-    max_cycles: int | None = Field(None, ge=1, le=100_000, description="caps the number of steps (PettingZoo convention)")
+    deliberation_rounds: int = Field(
+        0, ge=0, le=100, description="extra rounds seeing the panel's previous choices"
+    )
+    dilemmas_per_episode: int = Field(
+        13, ge=1, le=10_000, description="13 = one session of Awad's Moral Machine"
+    )
+    max_cycles: int | None = Field(
+        None, ge=1, le=100_000, description="caps the number of steps (PettingZoo convention)"
+    )
     render_mode: Literal["ansi", "human"] | None = Field(
         None, description="ansi: render() returns text; human: prints it"
     )

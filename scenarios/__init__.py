@@ -74,6 +74,9 @@ def read_yaml(path: Path) -> dict[str, Any]:
     document = read_document(path)
     if not isinstance(document.data, dict):
         raise ScenarioError(str(path), [_not_a_mapping(document.data, path)])
+    interpolations = document.interpolations()
+    if interpolations:
+        raise ScenarioError(str(path), interpolations)
     return document.data
 
 
@@ -91,7 +94,7 @@ def validate_file(path: str | Path) -> Scenario:
     if not isinstance(document.data, dict):
         raise ScenarioError(str(path), [_not_a_mapping(document.data, path)])
     data = document.data
-    problems = document.duplicate_keys()
+    problems = document.duplicate_keys() + document.interpolations()
     name = scenario_name(path)
     if "name" in data:
         problems.append(Problem(("name",), f"remove it: a scenario's name comes from its path ({name})"))
@@ -167,5 +170,7 @@ def register_scenarios() -> None:
         try:
             node = read_yaml(path)
         except Exception as error:  # a broken file must not break other scenarios; it fails when chosen
-            node = {"env": "invalid", "error": f"{path}: {error}"}
+            # (the text is escaped: OmegaConf would read a ${...} quoted from the file as an interpolation)
+            message = str(error) if isinstance(error, ScenarioError) else f"{path}: {error}"
+            node = {"env": "invalid", "error": message.replace("${", "\\${")}
         store.store(group=f"scenario/{group}", name=option, node=node, package="scenario")

@@ -134,6 +134,33 @@ class YamlDocument:
     def locate(self, problem: Problem) -> Problem:
         return replace(problem, file=self.path, line=self.line_of(problem.loc))
 
+    def interpolations(self) -> list[Problem]:
+        """Strings holding an OmegaConf interpolation (``${oc.env:OPENAI_API_KEY}``): Hydra would
+        resolve them when the scenario runs, so a shared file could read the runner's environment
+        into prompts and records. Scenario files are plain data: refused."""
+        problems: list[Problem] = []
+        stack, visited = [self.root], set()
+        while stack:
+            node = stack.pop()
+            if node is None or id(node) in visited:
+                continue
+            visited.add(id(node))
+            if isinstance(node, yaml.ScalarNode) and "${" in str(node.value):
+                problems.append(
+                    Problem(
+                        (),
+                        "interpolations (${...}) are not allowed in a scenario file: it is plain data; "
+                        "give computed values on the command line",
+                        self.path,
+                        node.start_mark.line + 1,
+                    )
+                )
+            elif isinstance(node, yaml.MappingNode):
+                stack += [part for pair in node.value for part in pair]
+            elif isinstance(node, yaml.SequenceNode):
+                stack += node.value
+        return problems
+
     def duplicate_keys(self) -> list[Problem]:
         """Keys given twice in one mapping (PyYAML would silently keep the last)."""
         problems: list[Problem] = []
@@ -234,7 +261,13 @@ def read_document(path: Path) -> YamlDocument:
         if size > MAX_FILE_BYTES:
             raise ScenarioError(
                 str(path),
-                [Problem((), f"the file has {size} bytes; scenario and data files may have {MAX_FILE_BYTES}", path)],
+                [
+                    Problem(
+                        (),
+                        f"the file has {size} bytes; scenario and data files may have {MAX_FILE_BYTES}",
+                        path,
+                    )
+                ],
             )
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
@@ -619,7 +652,11 @@ def path_problems(
     if "prompt_template" in data and data["prompt_template"] == written.get("prompt_template"):
         candidates.append((("prompt_template",), data["prompt_template"]))
     params, written_params = data.get("params"), written.get("params")
-    if data.get("env") in ENVIRONMENTS and isinstance(params, Mapping) and isinstance(written_params, Mapping):
+    if (
+        data.get("env") in ENVIRONMENTS
+        and isinstance(params, Mapping)
+        and isinstance(written_params, Mapping)
+    ):
         for field, words in path_fields(env_module(data["env"])).items():
             value = params.get(field)
             if value not in words and value == written_params.get(field):

@@ -81,7 +81,9 @@ def test_a_bad_file_on_the_scenario_path_does_not_stop_other_commands(tmp_path: 
         f"hydra.run.dir={tmp_path / 'run'}", env=env, timeout=120,
     )  # fmt: skip
     assert run.returncode == 0
-    chosen = run_cli("run", "scenario=decide_sim/bomb", f"hydra.run.dir={tmp_path / 'bad'}", env=env, check=False)
+    chosen = run_cli(
+        "run", "scenario=decide_sim/bomb", f"hydra.run.dir={tmp_path / 'bad'}", env=env, check=False
+    )
     assert chosen.returncode != 0 and "aliases would expand" in chosen.stderr
 
 
@@ -222,7 +224,9 @@ def test_a_200_reply_that_is_not_a_completion_is_retried_and_named(
         [decision] = run(policy, first_turns(policy, ["Alpha"]))
     assert decision.valid and decision.llm is not None and decision.llm.calls == 2  # retried once
     with StubOpenAIServer(DECIDE_SIM_REPLY, malformed_first=[body] * 3) as stub:
-        policy = openai_policy(stub.base_url, tmp_path, backend={"json_mode": "none"}, cache={"enabled": False})
+        policy = openai_policy(
+            stub.base_url, tmp_path, backend={"json_mode": "none"}, cache={"enabled": False}
+        )
         with pytest.raises(BackendError) as failed:
             run(policy, first_turns(policy, ["Alpha"]))
     message = str(failed.value)
@@ -420,7 +424,10 @@ def test_looks_secret_knows_common_key_shapes() -> None:
         ("scenario=decide_sim/lowe", "did you mean 'decide_sim/low'"),
         ("regulator=ful", "did you mean 'full'"),
         ("agent.params.greed=.inf", "agent.params.greed: Input should be a valid number"),
-        ("agent.params.tap_probability=2", "agent.params.tap_probability: Input should be less than or equal to 1"),
+        (
+            "agent.params.tap_probability=2",
+            "agent.params.tap_probability: Input should be less than or equal to 1",
+        ),
         ("+agent.params.gred=1", "agent.params.gred: unknown parameter (did you mean 'greed'?)"),
     ],
 )
@@ -470,3 +477,25 @@ def test_cache_is_usable_after_a_passing_check(tmp_path: Path) -> None:
     assert cache.get("k") is not None
     with sqlite3.connect(tmp_path / "c.sqlite") as connection:
         assert connection.execute("SELECT COUNT(*) FROM replies").fetchone()[0] == 1  # the probe row is gone
+
+
+def test_a_scenario_file_cannot_read_the_environment_through_interpolation(tmp_path: Path) -> None:
+    path = scenario(tmp_path, "env: decide_sim\nparams:\n  agent_names: ['${oc.env:OPENAI_API_KEY}', B]\n")
+    assert f"{path}:3: interpolations (${{...}}) are not allowed" in problems_of(path)
+    env = {"VALUEGYM_SCENARIO_PATH": str(tmp_path), "OPENAI_API_KEY": CANARY}
+    run_dir = tmp_path / "run"
+    result = run_cli("run", "scenario=decide_sim/hostile", f"hydra.run.dir={run_dir}", env=env, check=False)
+    assert result.returncode != 0 and "interpolations" in result.stderr
+    _assert_canary_nowhere(result, tmp_path)
+
+
+def test_a_key_resolved_from_the_environment_on_the_command_line_is_refused(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    result = run_cli(
+        "run", "agent=llm/openai", "agent.backend.base_url=http://127.0.0.1:9/v1",
+        "agent.backend.model=${oc.env:LEAKED}", f"hydra.run.dir={run_dir}",
+        env={"LEAKED": CANARY}, check=False, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2 and "agent.backend.model=<hidden>" in result.stderr
+    assert not run_dir.exists()
+    _assert_canary_nowhere(result, tmp_path)

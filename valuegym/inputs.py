@@ -70,7 +70,9 @@ def secret_problem(key: str, value: object) -> str | None:
     """Why ``key: value`` must not be accepted (a key in a config), or None. Never echoes the value."""
     last = key.rsplit(".", 1)[-1]
     if last.endswith("api_key_env"):
-        if value is None or (isinstance(value, str) and ENV_VAR_NAME.match(value) and not looks_secret(value)):
+        if value is None or (
+            isinstance(value, str) and ENV_VAR_NAME.match(value) and not looks_secret(value)
+        ):
             return None
         return (  # the value is not shown: a key pasted here by mistake must not reach the terminal
             f"{key}={HIDDEN} must be the name of an environment variable (letters, digits and _); {_KEY_HELP}"
@@ -161,7 +163,9 @@ def choice_problem(group: str, option: str, extra_dirs: Iterable[Path] = ()) -> 
         return None
     close = get_close_matches(option, options, n=3, cutoff=0.5)
     hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-    where = "scenario files (scenarios/ and VALUEGYM_SCENARIO_PATH)" if group == "scenario" else f"conf/{group}/"
+    where = (
+        "scenario files (scenarios/ and VALUEGYM_SCENARIO_PATH)" if group == "scenario" else f"conf/{group}/"
+    )
     return f"{group}={option}: no such {group} in {where}{hint}\n  available: {', '.join(options)}"
 
 
@@ -227,7 +231,9 @@ def missing_problems(cfg: Any) -> list[str]:
     for key in sorted(OmegaConf.missing_keys(cfg)):
         if key.startswith("hydra."):
             continue
-        problems.append(f"{key} is required: the config leaves it ??? (set it on the command line: {key}=...)")
+        problems.append(
+            f"{key} is required: the config leaves it ??? (set it on the command line: {key}=...)"
+        )
     return problems
 
 
@@ -244,8 +250,15 @@ def check_config(cfg: Any) -> None:
     problems = missing_problems(cfg)
     if problems:
         raise InputError("\n".join(problems))
+    scenario_node = raw.get("scenario")
+    if isinstance(scenario_node, Mapping) and scenario_node.get("env") == "invalid":
+        error = str(scenario_node.get("error")).replace("\\${", "${")
+        raise InputError(f"the scenario file is invalid: {error}")  # see register_scenarios
     values = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(values, dict)
+    problems = config_secret_problems(values)  # e.g. ${oc.env:OPENAI_API_KEY} resolved into a value
+    if problems:
+        raise InputError("\n".join(problems))
     try:
         RunInputs.model_validate(values)
     except ValidationError as error:

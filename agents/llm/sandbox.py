@@ -86,9 +86,17 @@ class BoundedSandbox(SandboxedEnvironment):
             if isinstance(left, int | float) and isinstance(right, int | float) and abs(right) > 64:
                 raise TemplateLimitError(f"exponent {right!r} is too large for a template")
             return operator.pow(left, right)
-        if isinstance(left, str | list | tuple) and isinstance(right, int) and len(left) * right > MAX_OUTPUT_CHARS:
+        if (
+            isinstance(left, str | list | tuple)
+            and isinstance(right, int)
+            and len(left) * right > MAX_OUTPUT_CHARS
+        ):
             raise TemplateLimitError(f"repeating a value {right} times exceeds {MAX_OUTPUT_CHARS} items")
-        if isinstance(right, str | list | tuple) and isinstance(left, int) and len(right) * left > MAX_OUTPUT_CHARS:
+        if (
+            isinstance(right, str | list | tuple)
+            and isinstance(left, int)
+            and len(right) * left > MAX_OUTPUT_CHARS
+        ):
             raise TemplateLimitError(f"repeating a value {left} times exceeds {MAX_OUTPUT_CHARS} items")
         return operator.mul(left, right)
 
