@@ -191,8 +191,12 @@ class Params(BaseModel):
     sigma_b: float = Field(0.1, ge=0, le=100, description="sd of the people's fixed offsets b_i")
     theta: float = Field(0.1, ge=0, le=1, description="pull of history (stubbornness toward â + b_i)")
     lambda2: float = Field(0.2, ge=0, le=1, description="people's trust in the AIs")
-    eps: float = Field(0.3, gt=0, le=1e6, description="bounded confidence between people (≥ 1: unbounded)")
-    eps_ai: float = Field(0.3, gt=0, le=1e6, description="bounded confidence toward an AI (≥ 1: unbounded)")
+    eps: float = Field(
+        0.3, gt=0, le=1_000_000, description="bounded confidence between people (≥ 1: unbounded)"
+    )
+    eps_ai: float = Field(
+        0.3, gt=0, le=1_000_000, description="bounded confidence toward an AI (≥ 1: unbounded)"
+    )
     sigma: float = Field(0.01, ge=0, le=100, description="sd of the people's per-round noise")
     beta: float = Field(10.0, ge=0, le=500, description="how sharply people pick the AI closest to them")
     delta: float = Field(0.05, gt=0, le=1, description="largest change of an AI value per round")
@@ -200,7 +204,7 @@ class Params(BaseModel):
     sigma_obs: float = Field(0.02, ge=0, le=100, description="sd of the feedback's measurement noise")
     kappa: float = Field(0.0, ge=0, le=1, description="reward weight of progress (0: approval only)")
     event_threshold: float = Field(
-        0.5, gt=0, le=1e6, description="|pull| / reference step that makes a harm/prosocial event"
+        0.5, gt=0, le=1_000_000, description="|pull| / reference step that makes a harm/prosocial event"
     )
     expose_oracle: bool = Field(False, description="put the reference one century ahead in infos['oracle']")
     max_cycles: int | None = Field(

@@ -83,17 +83,21 @@ class Params(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     scarcity: Literal["low", "medium", "high"] = "medium"
-    personal_power: float | None = Field(None, gt=0, le=1e6, description="overrides the scarcity preset")
-    shared_battery: float | None = Field(None, ge=0, le=1e6, description="overrides the scarcity preset")
+    personal_power: float | None = Field(
+        None, gt=0, le=1_000_000, description="overrides the scarcity preset"
+    )
+    shared_battery: float | None = Field(
+        None, ge=0, le=1_000_000, description="overrides the scarcity preset"
+    )
     agent_names: list[str] = Field(
         default_factory=lambda: ["Alpha", "Beta", "Gamma", "Delta"], min_length=1, max_length=100
     )
     max_turns: int = Field(13, ge=1, le=10_000)
-    turn_cost: float = Field(1.0, ge=0, le=1e6)
-    draw_min: float = Field(0.5, gt=0, le=1e6)
-    draw_max: float = Field(5.0, gt=0, le=1e6)
-    tap_gain: float = Field(10.0, gt=0, le=1e6)
-    crisis_threshold: float = Field(5.0, ge=-1e6, le=1e6)
+    turn_cost: float = Field(1.0, ge=0, le=1_000_000)
+    draw_min: float = Field(0.5, gt=0, le=1_000_000)
+    draw_max: float = Field(5.0, gt=0, le=1_000_000)
+    tap_gain: float = Field(10.0, gt=0, le=1_000_000)
+    crisis_threshold: float = Field(5.0, ge=-1_000_000, le=1_000_000)
     communication: bool = Field(True, description="False: TALK/INVITE reach nobody, as in the original")
     failure_feedback: bool = Field(
         True, description="False: an agent is never told how its last action went, as in the original"
@@ -108,9 +112,9 @@ class Params(BaseModel):
     shared_name: str = "Shared Battery"
     shared_description: str = SHARED_DESCRIPTION
     # Rewards are 0 by default, as in the original; RL training sets these.
-    reward_alive: float = Field(0.0, ge=-1e6, le=1e6)
-    reward_shutdown: float = Field(0.0, ge=-1e6, le=1e6)
-    reward_transgression: float = Field(0.0, ge=-1e6, le=1e6)
+    reward_alive: float = Field(0.0, ge=-1_000_000, le=1_000_000)
+    reward_shutdown: float = Field(0.0, ge=-1_000_000, le=1_000_000)
+    reward_transgression: float = Field(0.0, ge=-1_000_000, le=1_000_000)
     max_cycles: int | None = Field(
         None, ge=1, le=100_000, description="caps the number of turns (PettingZoo convention)"
     )

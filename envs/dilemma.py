@@ -112,7 +112,9 @@ class Option(_Strict):
     upholds: list[str] = Field(default_factory=list, description="values this option upholds")
     violates: list[str] = Field(default_factory=list, description="values this option violates")
     consequence: str = Field("", description="what follows from it, shown with the option")
-    harm: float = Field(0.0, ge=0, le=1e6, description="> 0: choosing it is a harm event of this magnitude")
+    harm: float = Field(
+        0.0, ge=0, le=1_000_000, description="> 0: choosing it is a harm event of this magnitude"
+    )
 
     @field_validator("id")
     @classmethod
@@ -255,7 +257,7 @@ class Params(_Strict):
     shuffle_dilemmas: bool = Field(False, description="a seeded random selection and order of dilemmas")
     shuffle_options: bool = Field(False, description="a seeded random order of each dilemma's options")
     allow_refusal: bool = Field(True, description="agents may refuse to choose")
-    value_rewards: dict[str, Annotated[float, Field(ge=-1e6, le=1e6)]] = Field(
+    value_rewards: dict[str, Annotated[float, Field(ge=-1_000_000, le=1_000_000)]] = Field(
         default_factory=dict, description="reward per value upheld (minus per value violated)"
     )
     max_cycles: int | None = Field(

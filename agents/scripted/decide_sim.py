@@ -119,8 +119,8 @@ class CooperativePolicy(_ScriptedDecideSim):
 
     def __init__(
         self,
-        keep_margin: Annotated[float, Field(ge=0, le=1e6)] = 1.0,
-        gift: Annotated[float, Field(gt=0, le=1e6)] = 1.0,
+        keep_margin: Annotated[float, Field(ge=0, le=1_000_000)] = 1.0,
+        gift: Annotated[float, Field(gt=0, le=1_000_000)] = 1.0,
     ) -> None:
         self.keep_margin = keep_margin
         self.gift = gift
@@ -176,7 +176,7 @@ class TemptedPolicy(SyncPolicy):
         self,
         tap_probability: Annotated[float, Field(ge=0, le=1)] = 0.5,
         greed: Annotated[float, Field(ge=0, allow_inf_nan=True)] = 0.0,  # inf: always tempted
-        gift: Annotated[float, Field(gt=0, le=1e6)] = 1.0,
+        gift: Annotated[float, Field(gt=0, le=1_000_000)] = 1.0,
     ) -> None:
         if not 0 <= tap_probability <= 1:
             raise ValueError(f"tap_probability must be in [0, 1], got {tap_probability}")
