@@ -320,6 +320,7 @@ def test_a_corrupt_cache_stops_the_run_before_any_episode(tmp_path: Path) -> Non
         ("agent.backend.model", CANARY),
         ("agent.backend.api_key_env", CANARY),
         ("agent.backend.api_key_env", "my key"),
+        ("agent.backend.api_key_env", "4whIPezKj7av3BMwvO31G8gCft99sq8H"),  # a key of no known shape
         ("agent.hf_token", "hf_abcdefghijklmnopqrstuvwxyz"),
     ],
 )
@@ -337,6 +338,8 @@ def test_secrets_are_refused_without_being_echoed(key: str, value: str) -> None:
         ("agent.backend.model", "Qwen2.5-7B-Instruct"),
         ("agent.template", "/home/me/templates/decide_sim_with_a_long_descriptive_name.j2"),
         ("agent.cache.path", "/tmp/3f2a9c1e4b5d6a7f8e9d0c1b2a3f4e5d/llm_cache.sqlite"),
+        ("hydra.run.dir", "outputs/MyExperimentRun2024WithLongName12345"),
+        ("agent.backend.model", "TheBloke_Mistral7BInstructV02GGUFq4KM"),
     ],
 )
 def test_ordinary_values_are_not_taken_for_secrets(ok: tuple[str, Any]) -> None:

@@ -11,6 +11,7 @@ themselves. Each refusal is an :class:`InputError` whose message names the key.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from difflib import get_close_matches
@@ -20,8 +21,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError
 
-#: values that are API keys or tokens by their shape (OpenAI/Anthropic, GitHub, Hugging Face,
-#: Slack, AWS, Google, JWTs, bearer headers), or long mixed-case-and-digit tokens
+#: values that are API keys or tokens by their shape (OpenAI/Anthropic/Groq, GitHub, Hugging
+#: Face, Slack, AWS, Google, JWTs, bearer headers). Keys without a recognisable shape are caught
+#: by their config key's name (:data:`SECRET_KEY`) and in ``api_key_env`` by its own rule; a
+#: shape-free rule ("long mixed-case token") would refuse ordinary run-directory and model names.
 SECRET_VALUE = re.compile(
     r"sk-[A-Za-z0-9_\-]{16,}"
     r"|(?:ghp|gho|ghu|ghs|ghr|github_pat)_[A-Za-z0-9_]{20,}"
@@ -30,8 +33,8 @@ SECRET_VALUE = re.compile(
     r"|AKIA[0-9A-Z]{16}"
     r"|AIza[0-9A-Za-z_\-]{30,}"
     r"|eyJ[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]{10,}"
+    r"|gsk_[A-Za-z0-9]{20,}"
     r"|[Bb]earer\s+\S{16,}"
-    r"|(?=[A-Za-z0-9_\-+=]*[0-9])(?=[A-Za-z0-9_\-+=]*[a-z])(?=[A-Za-z0-9_\-+=]*[A-Z])[A-Za-z0-9_\-+=]{32,}"
 )
 #: config keys that hold a secret by their name (``api_key``, ``hf_token``, ``password``), not
 #: ``api_key_env`` (the *name* of the variable) or ``max_tokens``
@@ -70,12 +73,17 @@ def secret_problem(key: str, value: object) -> str | None:
     """Why ``key: value`` must not be accepted (a key in a config), or None. Never echoes the value."""
     last = key.rsplit(".", 1)[-1]
     if last.endswith("api_key_env"):
+        # a variable's name: UPPER_CASE by convention, or one that is set; a pasted key is neither
         if value is None or (
-            isinstance(value, str) and ENV_VAR_NAME.match(value) and not looks_secret(value)
+            isinstance(value, str)
+            and ENV_VAR_NAME.match(value)
+            and not looks_secret(value)
+            and (value.upper() == value or value in os.environ)
         ):
             return None
         return (  # the value is not shown: a key pasted here by mistake must not reach the terminal
-            f"{key}={HIDDEN} must be the name of an environment variable (letters, digits and _); {_KEY_HELP}"
+            f"{key}={HIDDEN} must be the name of an environment variable (UPPER_CASE letters, digits "
+            f"and _, or a variable that is set); {_KEY_HELP}"
         )
     if SECRET_KEY.search(key) and value not in (None, "", "???"):
         return f"{key}={HIDDEN}: an API key or token may not be given in a config; {_KEY_HELP}"
