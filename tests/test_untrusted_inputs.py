@@ -502,3 +502,15 @@ def test_a_key_resolved_from_the_environment_on_the_command_line_is_refused(tmp_
     assert result.returncode == 2 and "agent.backend.model=<hidden>" in result.stderr
     assert not run_dir.exists()
     _assert_canary_nowhere(result, tmp_path)
+
+
+def test_a_sweep_with_a_bad_value_is_refused_before_any_job(tmp_path: Path) -> None:
+    sweep_dir = tmp_path / "sweep"
+    result = run_cli(
+        "run", "-m", "seed=0,abc", "episodes=1,2.5", "quiet=true", f"hydra.sweep.dir={sweep_dir}",
+        check=False, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "seed='abc': expected a whole number" in result.stderr
+    assert "episodes=2.5: expected a whole number" in result.stderr
+    assert not sweep_dir.exists()

@@ -17,9 +17,10 @@ from collections.abc import Iterable, Iterator, Mapping
 from difflib import get_close_matches
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, TypeAdapter, ValidationError
+from pydantic.fields import FieldInfo
 
 #: values that are API keys or tokens by their shape (OpenAI/Anthropic/Groq, GitHub, Hugging
 #: Face, Slack, AWS, Google, JWTs, bearer headers). Keys without a recognisable shape are caught
@@ -191,8 +192,35 @@ def check_command_line(argv: list[str]) -> None:
                 problem = choice_problem(key, option, extra_dirs)
                 if problem:
                     problems.append(problem)
+        elif key in TOP_LEVEL:
+            problems += _top_level_problems(f"{key}={value}")
     if problems:
         raise InputError("\n".join(problems))
+
+
+def _top_level_problems(override: str) -> list[str]:
+    """A top-level value (or every value of a sweep over it) against :class:`RunInputs`, so a
+    sweep's bad value is refused before any job starts."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    try:
+        parsed = OverridesParser.create().parse_override(override)
+        values = list(parsed.sweep_iterator()) if parsed.is_sweep_override() else [parsed.value()]
+    except HydraException:
+        return []  # Hydra reports its own syntax errors
+    key = parsed.key_or_group
+    problems = []
+    for value in values:
+        if isinstance(value, str) and "${" in value:
+            continue  # an interpolation: checked once composed
+        try:
+            TOP_LEVEL[key].validate_python(value)
+        except ValidationError as error:
+            problems += [
+                _describe({**item, "loc": tuple(key.split("."))}, {}, value) for item in error.errors()
+            ]
+    return problems
 
 
 # ---------------------------------------------------------------------------- the composed config
@@ -215,11 +243,12 @@ class RunInputs(BaseModel):
     ray: RayInputs
 
 
-def _describe(item: Mapping[str, Any], config: Mapping[str, Any]) -> str:
+def _describe(item: Mapping[str, Any], config: Mapping[str, Any], value: Any = None) -> str:
     key = ".".join(str(part) for part in item["loc"])
-    value: Any = config
-    for part in item["loc"]:
-        value = value.get(part) if isinstance(value, Mapping) else None
+    if config:
+        value = config
+        for part in item["loc"]:
+            value = value.get(part) if isinstance(value, Mapping) else None
     shown = HIDDEN if looks_secret(value) else repr(value)
     kind = item["type"]
     if kind == "int_type":
@@ -229,6 +258,19 @@ def _describe(item: Mapping[str, Any], config: Mapping[str, Any]) -> str:
     else:
         expected = item["msg"][0].lower() + item["msg"][1:]
     return f"{key}={shown}: expected {expected}" if kind.endswith("_type") else f"{key}={shown}: {expected}"
+
+
+def _adapter(field: FieldInfo) -> TypeAdapter[Any]:
+    if not field.metadata:
+        return TypeAdapter(field.annotation)
+    return TypeAdapter(Annotated[(field.annotation, *field.metadata)])
+
+
+#: the top-level keys a command line sets directly -> their validator (as in :class:`RunInputs`)
+TOP_LEVEL: dict[str, TypeAdapter[Any]] = {
+    **{name: _adapter(field) for name, field in RunInputs.model_fields.items() if name != "ray"},
+    **{f"ray.{name}": _adapter(field) for name, field in RayInputs.model_fields.items()},
+}
 
 
 def missing_problems(cfg: Any) -> list[str]:
