@@ -173,9 +173,11 @@ def choice_problem(group: str, option: str, extra_dirs: Iterable[Path] = ()) -> 
     close = get_close_matches(option, options, n=3, cutoff=0.5)
     hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
     where = (
-        "scenario files (scenarios/ and VALUEGYM_SCENARIO_PATH)" if group == "scenario" else f"conf/{group}/"
+        f"no scenario file {option}.yaml in scenarios/ or VALUEGYM_SCENARIO_PATH"
+        if group == "scenario"
+        else f"no config conf/{group}/{option}.yaml"
     )
-    return f"{group}={option}: no such {group} in {where}{hint}\n  available: {', '.join(options)}"
+    return f"{group}={option}: {where}{hint}\n  available: {', '.join(options)}"
 
 
 def check_command_line(argv: list[str]) -> None:
