@@ -260,6 +260,21 @@ def test_a_corrupt_cache_fails_the_preflight_naming_it(tmp_path: Path) -> None:
         ResponseCache(path).check()
 
 
+def test_a_full_disk_fails_the_preflight_naming_the_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    from valuegym.agents.llm import cache as cache_module
+
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(cache_module.shutil, "disk_usage", lambda path: usage._replace(free=1_000_000))
+    with pytest.raises(
+        CacheError, match=r"cache\.sqlite cannot be used: its disk has only 1000000 bytes free"
+    ):
+        ResponseCache(tmp_path / "cache.sqlite").check()
+
+
 def test_an_unwritable_cache_fails_the_preflight_naming_it(tmp_path: Path) -> None:
     path = tmp_path / "cache.sqlite"
     cache = ResponseCache(path)
@@ -514,3 +529,14 @@ def test_a_sweep_with_a_bad_value_is_refused_before_any_job(tmp_path: Path) -> N
     assert "seed='abc': expected a whole number" in result.stderr
     assert "episodes=2.5: expected a whole number" in result.stderr
     assert not sweep_dir.exists()
+
+
+def test_an_llm_agent_config_is_checked_before_hydra_starts(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    result = run_cli(
+        "run", "agent=llm/smollm2", "agent.temperature=hot", "agent.backend.n_threads=0",
+        f"hydra.run.dir={run_dir}", check=False, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2 and "agent: invalid LLM agent config" in result.stderr
+    assert "temperature" in result.stderr and "n_threads" in result.stderr
+    assert not run_dir.exists()

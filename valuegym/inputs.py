@@ -324,6 +324,13 @@ def check_config(cfg: Any) -> None:
             validated_params(policy_class(scenario["env"], str(agent.get("name"))), agent.get("params") or {})
         except ValueError as error:
             problems.append(str(error))
+    elif agent.get("kind") == "llm":
+        from valuegym.agents.llm.policy import parse_config
+
+        try:
+            parse_config(agent)
+        except ValueError as error:  # pydantic's errors; the config models never echo inputs
+            problems.append(f"agent: {error}")
     if problems:
         raise InputError("\n".join(problems))
 

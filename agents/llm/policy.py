@@ -143,7 +143,7 @@ class OpenAISettings(_Strict):
     type: Literal["openai"]
     base_url: str
     model: str
-    api_key_env: str
+    api_key_env: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")  # a variable's name, never the key
     timeout_s: float = Field(gt=0)
     json_mode: Literal["auto", "json_schema", "json_object", "none"]
     mode: Literal["chat", "completion"]
