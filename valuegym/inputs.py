@@ -5,8 +5,9 @@ but an environment variable is refused (without echoing it), and a config group 
 does not exist (``agent=scripted/ethicl``) is named with the real choices. Then, for a single
 run, the configuration is composed once as Hydra will compose it and :func:`check_config`
 checks it: secrets in any field, required values left ``???``, the top-level numbers and flags
-(:class:`RunInputs`) and the scripted agent's params. A sweep's jobs run :func:`check_config`
-themselves. Each refusal is an :class:`InputError` whose message names the key.
+(:class:`RunInputs`), the scripted agent's params and an LLM agent's config. A sweep's top-level
+values are checked as typed, and each of its jobs runs :func:`check_config` when it starts.
+Each refusal is an :class:`InputError` whose message names the key.
 """
 
 from __future__ import annotations
