@@ -74,10 +74,27 @@ def read_yaml(path: Path) -> dict[str, Any]:
     document = read_document(path)
     if not isinstance(document.data, dict):
         raise ScenarioError(str(path), [_not_a_mapping(document.data, path)])
-    interpolations = document.interpolations()
-    if interpolations:
-        raise ScenarioError(str(path), interpolations)
+    problems = document.interpolations() + _outside_the_envelope(document.data, document)
+    if problems:
+        raise ScenarioError(str(path), problems)
     return document.data
+
+
+def _outside_the_envelope(data: dict[str, Any], document: Any) -> list[Problem]:
+    """Top-level keys a scenario does not have. Checked before a file is registered with Hydra:
+    there a ``defaults`` list would be obeyed (pulling in other configs, e.g. one setting
+    ``hydra.callbacks`` whose ``_target_`` Hydra instantiates: code a shared file could run)."""
+    fields = list(Scenario.model_fields)
+    return [
+        document.locate(
+            Problem(
+                (str(key),),
+                f"unknown key {key!r}{_suggest(str(key), fields)}; valid keys: {', '.join(fields)}",
+            )
+        )
+        for key in data
+        if key not in Scenario.model_fields
+    ]
 
 
 def _not_a_mapping(data: Any, path: Path) -> Problem:

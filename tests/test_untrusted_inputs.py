@@ -540,3 +540,27 @@ def test_an_llm_agent_config_is_checked_before_hydra_starts(tmp_path: Path) -> N
     assert result.returncode == 2 and "agent: invalid LLM agent config" in result.stderr
     assert "temperature" in result.stderr and "n_threads" in result.stderr
     assert not run_dir.exists()
+
+
+@pytest.mark.parametrize("sweep", [False, True])
+def test_a_scenario_file_cannot_pull_in_configs_that_run_code(tmp_path: Path, sweep: bool) -> None:
+    """A ``defaults`` list in a registered scenario would be obeyed by Hydra; with another file
+    setting ``hydra.callbacks``, Hydra would instantiate (run) what it names."""
+    scenario(
+        tmp_path,
+        "defaults:\n  - /scenario/decide_sim/payload@_global_\n  - _self_\nenv: decide_sim\nparams: {}\n",
+        "evil",
+    )
+    scenario(
+        tmp_path,
+        "hydra:\n  callbacks:\n    pwn:\n      _target_: builtins.print\n      _args_: [CODE-FROM-A-SCENARIO-RAN]\n",
+        "payload",
+    )
+    run_dir = tmp_path / "run"
+    where = ["-m", f"hydra.sweep.dir={run_dir}"] if sweep else [f"hydra.run.dir={run_dir}"]
+    result = run_cli(
+        "run", *where, "scenario=decide_sim/evil", "episodes=1",
+        env={"VALUEGYM_SCENARIO_PATH": str(tmp_path)}, check=False, timeout=120,
+    )  # fmt: skip
+    assert "CODE-FROM-A-SCENARIO-RAN" not in result.stdout + result.stderr
+    assert result.returncode != 0 and "unknown key 'defaults'" in result.stderr
