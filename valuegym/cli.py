@@ -91,6 +91,13 @@ def _run(argv: list[str]) -> int:
 
 
 def _train(argv: list[str]) -> int:
+    from valuegym.inputs import InputError, check_secrets
+
+    try:
+        check_secrets(argv)
+    except InputError as error:
+        print(f"valuegym train: {error}", file=sys.stderr)
+        return 2
     register_scenarios()
     return _hydra(import_module("valuegym.agents.rl.train").train_job, argv, "valuegym train")
 

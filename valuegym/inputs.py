@@ -181,15 +181,19 @@ def choice_problem(group: str, option: str, extra_dirs: Iterable[Path] = ()) -> 
     return f"{group}={option}: {where}{hint}\n  available: {', '.join(options)}"
 
 
+def check_secrets(argv: list[str]) -> None:
+    """Keys given in the arguments as typed (any command that launches Hydra)."""
+    problems = [p for key, value in _overrides(argv) if (p := secret_problem(key, value))]
+    if problems:
+        raise InputError("\n".join(problems))
+
+
 def check_command_line(argv: list[str]) -> None:
     """Secrets and unknown group options in the arguments as typed (:class:`InputError`)."""
+    check_secrets(argv)
     problems = []
     extra_dirs = config_dirs(argv)
     for key, value in _overrides(argv):
-        problem = secret_problem(key, value)
-        if problem:
-            problems.append(problem)
-            continue
         if key in GROUPS:
             for option in _sweep_values(value) or []:
                 problem = choice_problem(key, option, extra_dirs)
