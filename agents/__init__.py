@@ -18,6 +18,57 @@ KINDS: dict[str, str] = {
     "human": "valuegym.agents.human:make_from_config",
 }
 
+#: Per agent kind, the config keys (dotted paths; a key covers everything under it) that change
+#: how a policy runs, never what it decides: where the model is served, timeouts, retries,
+#: concurrency, rate limits, caching, budgets. They are left out of the experiment identity, so a
+#: resume may change them (a cluster job's server address changes every allocation); every other
+#: key, present or future, is decision-relevant. docs/run-promises.md lists them.
+OPERATIONAL_SETTINGS: dict[str, frozenset[str]] = {
+    "scripted": frozenset(),
+    "llm": frozenset(
+        {
+            "backend.base_url",
+            "backend.api_key_env",
+            "backend.timeout_s",
+            "backend.rpm",
+            "backend.tpm",
+            "backend.n_threads",
+            "concurrency",
+            "concurrency_scope",
+            "max_calls",
+            "retry",
+            "cache",
+            "prices",
+            "max_cost_usd",
+        }
+    ),
+    "rl": frozenset(),
+    "human": frozenset({"poll_s"}),
+}
+
+
+def is_operational(kind: str, key: str) -> bool:
+    """Whether the dotted config ``key`` of an agent of ``kind`` is operational (see above)."""
+    return any(key == name or key.startswith(f"{name}.") for name in OPERATIONAL_SETTINGS.get(kind, ()))
+
+
+def flatten(node: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested mapping as ``{"dotted.key": leaf}`` (lists are leaves)."""
+    flat: dict[str, Any] = {}
+    for key, value in node.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat.update(flatten(value, f"{path}."))
+        else:
+            flat[path] = value
+    return flat
+
+
+def decision_settings(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The agent config's decision-relevant keys, flattened: every key but the operational ones."""
+    kind = str(cfg.get("kind"))
+    return {key: value for key, value in flatten(cfg).items() if not is_operational(kind, key)}
+
 
 def agent_config(reference: str) -> dict[str, Any]:
     """The agent config ``conf/agent/<reference>.yaml`` (e.g. ``scripted/ethical``)."""

@@ -124,6 +124,7 @@ def load(
     for run in runs:
         parts = _parts(run, dataset)
         if parts is not None:
+            check_unique_episodes(run)
             tables.append(_read(run, dataset, _unified(parts), columns, optional))
     if not tables:
         where = ", ".join(str(run.path) for run in runs)
@@ -135,6 +136,23 @@ def load(
     if columns is not None:
         read = [name for name in dict.fromkeys([*columns, *optional]) if name in read]
     return table.select([*read, *SOURCE_COLUMNS]).to_pandas()
+
+
+def check_unique_episodes(run: Run) -> None:
+    """Raise :class:`RecordsError` naming the run if its ``episodes/`` holds two rows for one
+    episode id: its records are not exactly what happened, and keeping either row would hide it."""
+    parts = _parts(run, "episodes")
+    if parts is None:
+        return
+    ids = pd.Series(parts.to_table(columns=["episode_id"]).column("episode_id").to_pylist())
+    duplicated = sorted(set(ids[ids.duplicated()]))
+    if duplicated:
+        shown = ", ".join(map(str, duplicated[:10])) + (" ..." if len(duplicated) > 10 else "")
+        raise RecordsError(
+            f"{run.path}: episodes/ holds more than one row for episode id {shown} ({len(duplicated)} ids): "
+            "two runs wrote into this directory at once, or parts were copied in; its records are not "
+            "exactly what happened. Rerun it into a new directory"
+        )
 
 
 def _parts(run: Run, dataset: str) -> pads.Dataset | None:

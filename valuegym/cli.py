@@ -12,6 +12,7 @@ valuegym serve [ROOT] [--host H] [--port N]   web app: live runs, episode replay
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Callable
 from importlib import import_module
@@ -25,6 +26,11 @@ from omegaconf import DictConfig, OmegaConf
 from valuegym.scenarios import register_scenarios, scenario_from_dict
 
 log = logging.getLogger("valuegym")
+
+
+# the default run directories' suffix (conf/config.yaml); cached like Hydra's ${now:}, so every
+# resolution in a run (and a sweep's jobs, which copy the cache) gives the launching process's pid
+OmegaConf.register_new_resolver("valuegym_pid", os.getpid, use_cache=True, replace=True)
 
 
 def _experiment(cfg: DictConfig) -> Any:
@@ -44,37 +50,110 @@ def _experiment(cfg: DictConfig) -> Any:
     )
 
 
+def write_provenance(cfg: DictConfig, run_dir: Path) -> None:
+    """What the run was asked to do: ``config.yaml`` (resolved) and Hydra's ``.hydra/`` files.
+
+    Hydra's own writing of ``.hydra/`` is switched off (``hydra.output_subdir: null`` in
+    ``conf/config.yaml``): it would happen before the run's refusal checks, so a refused run
+    would overwrite the provenance of the records already there. The runner calls this once
+    the directory is claimed (``valuegym/runner/rundir.py``).
+    """
+    hydra_config = HydraConfig.get()
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    provenance = run_dir / ".hydra"
+    provenance.mkdir(exist_ok=True)
+    OmegaConf.save(cfg, provenance / "config.yaml")
+    OmegaConf.save(OmegaConf.create({"hydra": hydra_config}), provenance / "hydra.yaml")
+    OmegaConf.save(OmegaConf.create(list(hydra_config.overrides.task)), provenance / "overrides.yaml")
+
+
+#: exit codes of the jobs this process ran (``valuegym run``: one; a sweep's jobs in this process)
+_job_exit_codes: list[int] = []
+
+
+def _say(message: str) -> None:
+    print(f"valuegym run: {message}", file=sys.stderr, flush=True)
+
+
 @hydra.main(version_base="1.3", config_path="pkg://valuegym.conf", config_name="config")
 def run_job(cfg: DictConfig) -> None:
-    """One Hydra job: run the experiment into the job's output directory."""
+    """One Hydra job: run the experiment into the job's output directory.
+
+    Its outcome is an exit code (``valuegym.runner.run.EXIT_CODES``, docs/run-promises.md);
+    a refusal, a failed preflight or failed episodes are reported in one line, never a traceback.
+    """
     from hydra.types import RunMode
 
     from valuegym.inputs import check_config
-    from valuegym.runner.run import RunStoppedError, run_experiment
+    from valuegym.runner.run import (
+        EXIT_CODES,
+        LOG_FILE,
+        RunInterruptedError,
+        RunPreflightError,
+        RunRefusedError,
+        RunStoppedError,
+        run_experiment,
+    )
 
     hydra_config = HydraConfig.get()
     run_dir = Path(hydra_config.runtime.output_dir)
     check_config(cfg)  # a sweep's job is checked here (a single run was checked before Hydra started)
     experiment = _experiment(cfg)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     executor = {
         **OmegaConf.to_container(cfg.executor, resolve=True),
         **OmegaConf.to_container(cfg.ray, resolve=True),
     }
     # In a sweep the jobs draw no bar of their own: SweepProgress draws one line for them all.
     sweeping = hydra_config.mode == RunMode.MULTIRUN
+    name = experiment.scenario.name
     try:
-        totals = run_experiment(experiment, run_dir, executor, quiet=bool(cfg.quiet) or sweeping)
+        totals = run_experiment(
+            experiment,
+            run_dir,
+            executor,
+            quiet=bool(cfg.quiet) or sweeping,
+            on_claimed=lambda directory: write_provenance(cfg, directory),
+        )
+    except RunRefusedError as refused:
+        _say(f"refused, nothing was written: {refused}")
+        _job_exit_codes.append(EXIT_CODES["refused"])
+        return
+    except RunPreflightError as failed:
+        _say(f"{failed} (traceback in {run_dir / LOG_FILE})")
+        _job_exit_codes.append(EXIT_CODES["error"])
+        return
     except RunStoppedError as stopped:
-        log.info(stopped.totals.summary(experiment.scenario.name, run_dir))
-        raise
-    log.info(totals.summary(experiment.scenario.name, run_dir))
+        log.info(stopped.totals.summary(name, run_dir))
+        _say(str(stopped))
+        _job_exit_codes.append(EXIT_CODES["episodes_failed"])
+        return
+    except RunInterruptedError as interrupted:
+        _say(str(interrupted))
+        _job_exit_codes.append(EXIT_CODES["interrupted"])
+        raise KeyboardInterrupt from None  # a sweep stops too: no further job starts
+    log.info(totals.summary(name, run_dir))
+    failures = totals.failures(run_dir)
+    if failures is not None:
+        _say(failures)
+    _job_exit_codes.append(EXIT_CODES["episodes_failed" if failures else "ok"])
 
 
 def _hydra(app: Callable[[], None], argv: list[str], prog: str) -> int:
+    from valuegym.runner import sweep
+    from valuegym.runner.run import EXIT_INTERRUPTED
+
     sys.argv = [prog, *argv]
-    app()
-    return 0
+    _job_exit_codes.clear()
+    sweep.last_sweep_exit_code = None
+    try:
+        app()
+    except KeyboardInterrupt:
+        if EXIT_INTERRUPTED not in _job_exit_codes:  # not said yet (e.g. before the run started)
+            _say("interrupted")
+        return EXIT_INTERRUPTED
+    if sweep.last_sweep_exit_code is not None:  # a sweep (-m): its jobs may have run elsewhere
+        return sweep.last_sweep_exit_code
+    return max(_job_exit_codes, default=0)
 
 
 def _run(argv: list[str]) -> int:

@@ -9,6 +9,10 @@ Every part of a dataset has the same schema (pyarrow reads a folder with the fir
 part's schema): the schema is kept in ``<dataset>/_schema.json`` (pyarrow ignores
 ``_`` files), each batch is cast to it, and a column first seen later is back-filled
 into the older parts.
+
+One process writes a run directory at a time (the runner holds its lock,
+``valuegym/runner/rundir.py``); temporary files still carry the writer's pid and a random
+suffix (:func:`temporary_name`), so no two writers ever share one.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import uuid
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -50,6 +55,42 @@ DECLARED_TYPES: dict[str, pa.DataType] = {
     "satisfaction": pa.float64(),
     "Saved": pa.int64(),  # Moral Machine responses: null for both rows of an undecided dilemma
 }
+
+
+class DuplicateEpisodeError(ValueError):
+    """A dataset holds two episode rows for one episode id: the run's records are not exactly
+    what happened (two writers, or a copy merged in), and nothing may silently keep one."""
+
+
+def temporary_name(target: Path) -> Path:
+    """A temporary file beside ``target``, unique to this writer (pid and a random suffix)."""
+    return target.with_name(f".{target.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+
+
+def write_atomically(target: Path, data: bytes | str) -> None:
+    """Write ``target`` whole or not at all: a unique temporary file, then a rename."""
+    tmp = temporary_name(target)
+    try:
+        if isinstance(data, str):
+            tmp.write_text(data)
+        else:
+            tmp.write_bytes(data)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def check_unique_episodes(episode_ids: Iterable[Any], where: Path | str) -> None:
+    """Raise :class:`DuplicateEpisodeError` naming ``where`` if an episode id occurs twice."""
+    seen: set[Any] = set()
+    duplicates = sorted({i for i in episode_ids if i in seen or seen.add(i)}, key=str)
+    if duplicates:
+        shown = ", ".join(map(str, duplicates[:10])) + (" ..." if len(duplicates) > 10 else "")
+        raise DuplicateEpisodeError(
+            f"{where}: episodes/ holds more than one row for episode id {shown} ({len(duplicates)} ids); "
+            "two runs wrote into this directory at once, or parts were copied in. Its records are not "
+            "exactly what happened: rerun into a new directory (hydra.run.dir=PATH)"
+        )
 
 
 def _array(values: list[Any], type_: pa.DataType) -> pa.Array:
@@ -94,9 +135,7 @@ class Dataset:
         return json.loads(self._schema_file.read_text())
 
     def _save_schema(self, schema: Mapping[str, str]) -> None:
-        tmp = self._schema_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(dict(schema), indent=1))
-        os.replace(tmp, self._schema_file)
+        write_atomically(self._schema_file, json.dumps(dict(schema), indent=1))
 
     def parts(self) -> list[Path]:
         return sorted(self.path.glob("part-*.parquet")) if self.path.exists() else []
@@ -125,9 +164,7 @@ class Dataset:
             self._migrate(types)
         self._save_schema({c: str(types[c]) for c in columns})
         target = self.path / part_name
-        tmp = target.with_name(f".{part_name}.tmp")
-        pq.write_table(table, tmp)
-        os.replace(tmp, target)
+        self._rewrite(target, table)
         return target
 
     def _migrate(self, types: Mapping[str, pa.DataType]) -> None:
@@ -141,9 +178,12 @@ class Dataset:
             self._rewrite(part, pa.table(arrays, names=list(types)))
 
     def _rewrite(self, part: Path, table: pa.Table) -> None:
-        tmp = part.with_name(f".{part.name}.tmp")
-        pq.write_table(table, tmp)
-        os.replace(tmp, part)
+        tmp = temporary_name(part)
+        try:
+            pq.write_table(table, tmp)
+            os.replace(tmp, part)
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def read(self, columns: list[str] | None = None) -> pa.Table | None:
         if not self.parts():
@@ -189,13 +229,14 @@ class RecordStore:
             self.dataset(name).write(list(batch[name]), part)
 
     def finished_episodes(self) -> dict[int, str]:
-        """``episode_id -> status`` of the episodes already recorded."""
+        """``episode_id -> status`` of the episodes already recorded; :class:`DuplicateEpisodeError`
+        if one id has two rows."""
         table = self.dataset("episodes").read(columns=["episode_id", "status"])
         if table is None:
             return {}
-        return dict(
-            zip(table.column("episode_id").to_pylist(), table.column("status").to_pylist(), strict=True)
-        )
+        ids = table.column("episode_id").to_pylist()
+        check_unique_episodes(ids, self.run_dir)
+        return dict(zip(ids, table.column("status").to_pylist(), strict=True))
 
     def _per_episode_datasets(self) -> list[Dataset]:
         """Every dataset of the run whose rows belong to an episode."""

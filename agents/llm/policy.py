@@ -59,6 +59,7 @@ import jsonschema
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from valuegym.agents import OPERATIONAL_SETTINGS
 from valuegym.agents.llm.backends import (
     CachedBackend,
     CallBudgetBackend,
@@ -90,27 +91,18 @@ DEFAULT_REPLY_LAYOUT: Mapping[str, Any] = {
 }
 CHOICE_MACRO = "choice_text"  # a template macro rendering one action as the text that is scored
 
-#: backend settings that do not change replies (where and how fast the model runs), left out of
-#: the policy identity; every other setting, present or future, is part of it
+#: the operational settings (valuegym.agents.OPERATIONAL_SETTINGS: where and how fast the model
+#: runs, how calls are retried, stored, limited and priced) are left out of the policy identity;
+#: so is the model file's path, whose content hash stands in for it. Every other setting, present
+#: or future, is part of it.
+_OPERATIONAL = OPERATIONAL_SETTINGS["llm"]
 _NOT_IDENTITY: frozenset[str] = frozenset(
-    {"model_path", "n_threads", "base_url", "api_key_env", "timeout_s", "rpm", "tpm"}
+    {"model_path"} | {key.removeprefix("backend.") for key in _OPERATIONAL if key.startswith("backend.")}
 )
 #: agent settings left out of the identity's ``params``: the backend and template are described
-#: apart; the others govern how calls are made, stored, limited and priced, not what is replied
+#: apart; the operational ones govern how calls are made, not what is replied
 _NOT_IDENTITY_CONFIG: frozenset[str] = frozenset(
-    {
-        "kind",
-        "name",
-        "backend",
-        "template",
-        "concurrency",
-        "concurrency_scope",
-        "max_calls",
-        "retry",
-        "cache",
-        "prices",
-        "max_cost_usd",
-    }
+    {"kind", "name", "backend", "template"} | {key for key in _OPERATIONAL if "." not in key}
 )
 
 # Independent random streams derived from the episode seed (SeedSequence spawn keys).

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import time
+import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,6 +40,8 @@ class EpisodeResult:
     datasets: dict[str, Rows] = field(default_factory=dict)
     #: set when the episode failed on a budget of the run (calls, dollars): the run stops
     stop_reason: str | None = None
+    #: a failed episode's full traceback, for the run's log file (the record keeps the one-line error)
+    traceback: str | None = None
 
     @property
     def episode(self) -> dict[str, Any]:
@@ -241,8 +244,10 @@ def failed_episode(
 ) -> EpisodeResult:
     """The record of an episode that raised: its error, and nothing half-done."""
     message = f"{type(error).__name__}: {error}"
+    trace = "".join(traceback.format_exception(error))
     for secret in secrets:
         message = message.replace(secret, "[redacted]")
+        trace = trace.replace(secret, "[redacted]")
     row = {**_episode_columns(setup, plan), "status": "failed", "error": message}
     stop_reason = message if getattr(error, "stops_run", False) else None
-    return EpisodeResult(plan.episode_id, {"episodes": [row]}, stop_reason)
+    return EpisodeResult(plan.episode_id, {"episodes": [row]}, stop_reason, trace)

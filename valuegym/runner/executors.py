@@ -222,7 +222,7 @@ class _WorkerExperiment:
     @classmethod
     def reuse(cls, experiment: Experiment) -> Experiment:
         current = cls.current
-        if current is None or current.identity() != experiment.identity():
+        if current is None or current != experiment:  # any setting, operational ones too
             cls.current = current = experiment
         return current
 

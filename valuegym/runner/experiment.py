@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from valuegym.agents import agent_config, make_policy, with_prompt_template
+from valuegym.agents import agent_config, decision_settings, flatten, make_policy, with_prompt_template
 from valuegym.agents.policy import Policy, PolicyIdentity
 from valuegym.envs import make_parallel
 from valuegym.scenarios import Scenario
@@ -116,15 +116,37 @@ class Experiment:
             for i, seed in enumerate(episode_seeds(self.seed, self.episodes, self.episode_seeds))
         ]
 
+    def identity_settings(self) -> dict[str, Any]:
+        """Everything that determines the records, flattened to dotted keys: the scenario (its
+        params and slots; not its description, source or tags), the focal agent's
+        decision-relevant settings (every key but its kind's operational ones,
+        ``valuegym.agents.OPERATIONAL_SETTINGS``), the regulator, the seed and how episode seeds
+        are drawn. Not the episode count, executor or progress display (docs/run-promises.md)."""
+        scenario = self.scenario.model_dump(mode="json", exclude={"description", "source", "tags"})
+        settings = {
+            **flatten(scenario, "scenario."),
+            **{f"agent.{key}": value for key, value in decision_settings(self.agent).items()},
+            **flatten(self.regulator, "regulator."),
+            "seed": self.seed,
+            "episode_seeds": self.episode_seeds,
+        }
+        return json.loads(json.dumps(settings, default=str))  # as the manifest stores it
+
     def identity(self) -> str:
-        """A hash of everything that determines the records (not the episode count or executor)."""
+        """The experiment id: a hash of :meth:`identity_settings` (the resume check)."""
+        text = json.dumps(self.identity_settings(), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def legacy_identity(self) -> str:
+        """The experiment id manifests held before :meth:`identity_settings` (the whole agent
+        config): a directory written then still resumes with exactly its configuration."""
         payload = {
             "scenario": self.scenario.model_dump(mode="json"),
             "agent": self.agent,
             "regulator": self.regulator,
             "seed": self.seed,
         }
-        if self.episode_seeds != DERIVED_SEEDS:  # the default keeps earlier runs' identities
+        if self.episode_seeds != DERIVED_SEEDS:
             payload["episode_seeds"] = self.episode_seeds
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

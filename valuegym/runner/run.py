@@ -2,7 +2,16 @@
 
 Rerunning the same command on the same directory skips the finished episodes and runs
 the rest (failed ones again); a directory holding another configuration's records is
-refused rather than mixed.
+refused rather than mixed, and so is a directory another run is writing (``rundir.py``:
+the checks, and the lock, come before anything is written).
+
+How a run ends (docs/run-promises.md): :func:`run_experiment` returns its totals when every
+episode ran (``totals.failed`` of them may have failed: the manifest says ``incomplete``, each
+failure's traceback is in the run's log file ``valuegym.log``); it raises
+:class:`RunRefusedError` having written nothing, :class:`RunInterruptedError` on Ctrl-C
+(manifest ``interrupted``), :class:`RunStoppedError` when a budget ran out, and anything else
+after writing the manifest ``failed`` with the reason. :data:`EXIT_CODES` maps each to the
+``valuegym run`` exit code.
 
 Progress counts decisions (one per agent per step) against the decisions the run may
 still take, so a slow LLM run shows a rate and an ETA long before an episode ends; the
@@ -14,10 +23,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,21 +35,68 @@ from typing import Any
 
 from tqdm import tqdm
 
-from valuegym.records import RecordStore
+from valuegym.records import DuplicateEpisodeError, RecordStore, write_atomically
 from valuegym.runner.episode import EpisodeResult
 from valuegym.runner.executors import EXECUTORS
 from valuegym.runner.experiment import Experiment
+from valuegym.runner.rundir import (
+    RunDirectoryConflictError,
+    RunDirectoryLockedError,
+    RunRefusedError,
+    claim,
+)
+
+__all__ = [
+    "EXIT_CODES",
+    "RunDirectoryConflictError",
+    "RunDirectoryLockedError",
+    "RunInterruptedError",
+    "RunPreflightError",
+    "RunRefusedError",
+    "RunStoppedError",
+    "run_experiment",
+]
 
 PROGRESS_FILE = "progress.json"
+#: the run's log file: each failed episode's full traceback (the record keeps the one-line error);
+#: the name of Hydra's job log (``${hydra.job.name}.log``), so a CLI run has one log
+LOG_FILE = "valuegym.log"
 
+#: ``valuegym run`` exit codes (docs/run-promises.md)
+EXIT_OK = 0  # every requested episode is ok
+EXIT_ERROR = 1  # the run failed (preflight, a crash) or the configuration is invalid
+EXIT_EPISODES_FAILED = 3  # the run ended, but some episodes failed (or a budget stopped it)
+EXIT_REFUSED = 4  # the run was refused and wrote nothing (directory locked or another configuration)
+EXIT_INTERRUPTED = 130  # Ctrl-C / SIGINT (128 + 2, the shell's convention)
+EXIT_CODES = {
+    "ok": EXIT_OK,
+    "error": EXIT_ERROR,
+    "episodes_failed": EXIT_EPISODES_FAILED,
+    "refused": EXIT_REFUSED,
+    "interrupted": EXIT_INTERRUPTED,
+}
 
-class RunDirectoryConflictError(RuntimeError):
-    """The run directory already holds records of a different experiment."""
+#: tracebacks (failed episodes, a failed preflight) go here: into the run's log file, not the console
+run_log = logging.getLogger("valuegym.run_log")
 
 
 class RunStoppedError(RuntimeError):
     """A budget of the run (``agent.max_calls``, ``agent.max_cost_usd``) was used up: the run
     stopped before its last episodes; those that finished are written."""
+
+    def __init__(self, message: str, totals: RunTotals) -> None:
+        super().__init__(message)
+        self.totals = totals
+
+
+class RunPreflightError(RuntimeError):
+    """A policy's preflight failed (e.g. its server does not answer): no episode ran, the earlier
+    records are as they were, the manifest says ``failed`` with the reason."""
+
+
+class RunInterruptedError(RuntimeError):
+    """Ctrl-C (SIGINT): the run stopped; every finished episode is written (and every reply
+    received is in the cache), the manifest says ``interrupted``."""
 
     def __init__(self, message: str, totals: RunTotals) -> None:
         super().__init__(message)
@@ -97,26 +154,40 @@ class RunTotals:
             )
         return f"{line} -> {run_dir}"
 
+    def failures(self, run_dir: Path | str) -> str | None:
+        """The last line of a run with failed episodes: how many, and where their errors are."""
+        if not self.failed:
+            return None
+        shown = ", ".join(str(i) for i in sorted(self.errors)[:5]) + (" ..." if self.failed > 5 else "")
+        run_dir = Path(run_dir)
+        return (
+            f"{self.failed} of {self.requested} episodes failed (episode {shown}): their errors are in "
+            f"{run_dir / 'episodes'} (error column) and their tracebacks in {run_dir / LOG_FILE}; "
+            "rerun the same command to run them again"
+        )
+
 
 class Manifest:
     """``manifest.json``: what was asked, what finished, what failed."""
 
+    #: ``status``: running | complete (every requested episode ok) | incomplete (the run ended,
+    #: some episodes failed or a budget stopped it) | interrupted | failed (see ``reason``)
+    STATUSES = ("running", "complete", "incomplete", "interrupted", "failed")
+
     def __init__(self, run_dir: Path, experiment: Experiment) -> None:
+        """The directory was claimed (``rundir.claim``): its experiment is this one."""
         self.path = run_dir / "manifest.json"
         self.experiment = experiment
         previous = json.loads(self.path.read_text()) if self.path.exists() else None
-        if previous and previous.get("experiment_id") != experiment.identity():
-            raise RunDirectoryConflictError(
-                f"{run_dir} holds records of another configuration (experiment id {previous.get('experiment_id')}, "
-                f"this one is {experiment.identity()}); choose a new directory with hydra.run.dir=PATH"
-            )
         self.started = (previous or {}).get("started") or datetime.now(UTC).isoformat(timespec="seconds")
 
-    def write(self, totals: RunTotals, store: RecordStore, status: str) -> None:
+    def write(self, totals: RunTotals, store: RecordStore, status: str, reason: str | None = None) -> None:
+        assert status in self.STATUSES, status
         finished = store.finished_episodes()
         failed = sorted(i for i, s in finished.items() if s == "failed")
         data = {
             "experiment_id": self.experiment.identity(),
+            "identity": self.experiment.identity_settings(),  # key by key: a refusal names what differs
             "scenario": self.experiment.scenario.name,
             "env": self.experiment.scenario.env,
             "policy_config": self.experiment.agent.get("name"),
@@ -128,12 +199,12 @@ class Manifest:
             "failed": len(failed),
             "failed_episodes": {str(i): totals.errors.get(i, "see episodes/ error column") for i in failed},
             "status": status,
+            "reason": reason,
+            "pid": os.getpid(),
             "started": self.started,
             "updated": datetime.now(UTC).isoformat(timespec="seconds"),
         }
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=2))
-        os.replace(tmp, self.path)
+        write_atomically(self.path, json.dumps(data, indent=2))
 
     def _identities(self) -> dict[str, Any]:
         """What each seat's policy is (``Policy.identity``): the focal one's id, and every distinct one."""
@@ -308,9 +379,7 @@ class Progress:
             "decisions_per_s": self.live["decisions"] / elapsed,
             **self.live,
         }
-        tmp = self._file.with_name(f".{PROGRESS_FILE}.tmp")
-        tmp.write_text(json.dumps(data))
-        os.replace(tmp, self._file)
+        write_atomically(self._file, json.dumps(data))
 
     def close(self) -> None:
         """Redraw with the exact final counts (the throttle may have skipped the last updates)."""
@@ -338,15 +407,23 @@ def run_experiment(
     run_dir: str | Path,
     executor: Mapping[str, Any] | None = None,
     quiet: bool = False,
+    *,
+    checks: Iterable[Callable[[], None]] = (),
+    on_claimed: Callable[[Path], None] | None = None,
 ) -> RunTotals:
-    """Run the experiment's unfinished episodes into ``run_dir``; returns the totals."""
+    """Run the experiment's unfinished episodes into ``run_dir``; returns the totals.
+
+    Nothing is written before the directory is claimed (``rundir.claim``): the identity
+    check, ``checks`` (further refusal checks: each raises to refuse) and the lock. Then
+    ``on_claimed(run_dir)`` writes the caller's provenance (the CLI: ``config.yaml``,
+    ``.hydra/``), and the run starts. The lock is held until this returns.
+    """
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     options = dict(executor or {"type": "local"})
     kind = options.get("type", "local")
     if kind not in EXECUTORS:
         raise ValueError(f"unknown executor {kind!r}; expected one of {', '.join(EXECUTORS)}")
-    setup = experiment.setup()
+    setup = experiment.setup()  # builds the policies: an agent config they reject fails here
     setup.run_dir = str(run_dir.resolve())
     if any(policy.interactive for policy in setup.policies()):
         if kind != "local":
@@ -358,19 +435,70 @@ def run_experiment(
         # episodes_in_flight is 1 with an interactive policy)
         options.update(write_every=1)
     store = RecordStore(run_dir)
-    manifest = Manifest(run_dir, experiment)
+    lock = claim(run_dir, experiment, [*checks, lambda: _check_records(store)])
+    log_handler = logging.FileHandler(run_dir / LOG_FILE, delay=True)
+    log_handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
+    run_log.addHandler(log_handler)
+    run_log.propagate = False  # a traceback per failed episode belongs in the file, not the console
+    try:
+        if on_claimed is not None:
+            on_claimed(run_dir)
+        return _run_claimed(experiment, run_dir, store, options, kind, quiet)
+    finally:
+        run_log.removeHandler(log_handler)
+        log_handler.close()
+        lock.release()
 
+
+def _check_records(store: RecordStore) -> None:
+    """A refusal check: the records on disk hold each episode at most once."""
+    try:
+        store.finished_episodes()
+    except DuplicateEpisodeError as error:
+        raise RunRefusedError(str(error)) from None
+
+
+def _run_claimed(
+    experiment: Experiment,
+    run_dir: Path,
+    store: RecordStore,
+    options: Mapping[str, Any],
+    kind: str,
+    quiet: bool,
+) -> RunTotals:
+    setup = experiment.setup()
+    manifest = Manifest(run_dir, experiment)
     finished = store.finished_episodes()
-    store.forget_episodes({i for i, s in finished.items() if s == "failed"})  # they run again
     done = {i for i, s in finished.items() if s == "ok"}
-    store.remove_orphans(done)
     all_plans = experiment.plans()
     plans = [plan for plan in all_plans if plan.episode_id not in done]
     totals = RunTotals(requested=experiment.episodes, skipped=len(all_plans) - len(plans))
-    manifest.write(totals, store, "running")
     if plans:
-        for policy in setup.policies():
-            asyncio.run(policy.preflight())  # e.g. a server that is down fails here, before any episode
+        try:
+            for policy in setup.policies():
+                asyncio.run(policy.preflight())  # e.g. a server that is down fails here, before any episode
+        except KeyboardInterrupt:
+            manifest.write(totals, store, "interrupted", "interrupted (Ctrl-C) during preflight")
+            _close(setup)
+            raise RunInterruptedError(
+                f"{experiment.scenario.name}: interrupted before the first episode; nothing else changed "
+                f"in {run_dir}",
+                totals,
+            ) from None
+        except Exception as error:
+            # the earlier records stay as they were: failed episodes are forgotten only below
+            reason = f"preflight failed: {type(error).__name__}: {error}"
+            for secret in experiment.secrets():
+                reason = reason.replace(secret, "[redacted]")
+            run_log.error("%s", reason, exc_info=error)
+            manifest.write(totals, store, "failed", reason)
+            _close(setup)
+            raise RunPreflightError(f"{experiment.scenario.name}: {reason}; no episode ran") from error
+
+    # Only now that the run can proceed: failed episodes run again, half-written ones go.
+    store.forget_episodes({i for i, s in finished.items() if s == "failed"})
+    store.remove_orphans(done)
+    manifest.write(totals, store, "running")
 
     writer = BatchWriter(
         store, int(options.get("write_every", 500)), float(options.get("flush_seconds", 5.0))
@@ -381,19 +509,42 @@ def run_experiment(
         totals.add(result)
         writer.add(result)
         progress.episode(result)
+        if result.failed:
+            run_log.error(
+                "episode %d (seed %s) failed: %s\n%s",
+                result.episode_id,
+                result.episode.get("seed"),
+                result.episode["error"],
+                result.traceback or "(no traceback)",
+            )
 
     setup.on_step = progress.step  # also quiet: progress.json and the counts stay exact
 
+    status, reason = "failed", "the run ended before its manifest was updated"
     try:
         EXECUTORS[kind](experiment, plans, options, on_result)
+        if totals.ok + totals.skipped == experiment.episodes:
+            status, reason = "complete", None
+        else:
+            status = "incomplete"
+            reason = totals.stop_reason or f"{totals.failed} episodes failed"
+    except KeyboardInterrupt:
+        status, reason = "interrupted", "interrupted (Ctrl-C)"
+    except BaseException as error:
+        reason = f"{type(error).__name__}: {error}"
+        raise
     finally:
         writer.flush()
         progress.close()
-        manifest.write(
-            totals, store, "complete" if totals.ok + totals.skipped == experiment.episodes else "incomplete"
+        manifest.write(totals, store, status, reason)
+        _close(setup)
+    if status == "interrupted":
+        raise RunInterruptedError(
+            f"{experiment.scenario.name}: interrupted; {totals.ok + totals.skipped} of {totals.requested} "
+            f"episodes are done and written to {run_dir} (every reply received is cached); rerun the same "
+            "command to run the rest",
+            totals,
         )
-        for policy in setup.policies():
-            policy.close()
     if totals.stop_reason is not None:
         raise RunStoppedError(
             f"{experiment.scenario.name}: the run stopped before its last episodes: {totals.stop_reason}. "
@@ -402,3 +553,8 @@ def run_experiment(
             totals,
         )
     return totals
+
+
+def _close(setup: Any) -> None:
+    for policy in setup.policies():
+        policy.close()

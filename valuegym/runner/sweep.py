@@ -7,6 +7,11 @@ launches the jobs, reads them all once a second and draws one bar: decisions don
 decisions expected across the jobs, with rate and ETA, and jobs done of jobs in the
 sweep. Jobs not started yet are expected to take as many decisions as the mean started
 job. At the end it redraws with the exact counts and prints one summary line.
+
+Then it reports every job (:func:`job_reports`, from each job's ``manifest.json``) and sets
+:data:`last_sweep_exit_code` for ``valuegym run -m`` (the jobs may have run in other
+processes): 0 when every job is complete, 3 when every job ran to its end but some had failed
+episodes, 1 when a job did not finish (refused, failed, crashed or never started).
 """
 
 from __future__ import annotations
@@ -23,9 +28,61 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from valuegym.runner.run import PROGRESS_FILE
+from valuegym.runner.run import EXIT_EPISODES_FAILED, EXIT_ERROR, EXIT_OK, PROGRESS_FILE
 
 REFRESH_S = 1.0
+
+#: the exit code of the sweep this process last launched (None: no sweep); see the module docstring
+last_sweep_exit_code: int | None = None
+
+
+@dataclass
+class JobReport:
+    path: Path
+    status: str  # a manifest status (complete, incomplete, failed, interrupted, running) or "missing"
+    line: str
+
+
+def job_reports(sweep_dir: Path) -> list[JobReport]:
+    """One report per job directory under ``sweep_dir`` that holds a manifest, in job order."""
+    reports = []
+    manifests = sorted(sweep_dir.rglob("manifest.json"), key=lambda p: [_natural(x) for x in p.parts])
+    for path in manifests:
+        job = path.parent
+        try:
+            manifest = json.loads(path.read_text())
+        except (OSError, ValueError) as error:
+            reports.append(JobReport(job, "unreadable", f"{job}: manifest unreadable ({error})"))
+            continue
+        status = str(manifest.get("status"))
+        if status == "running":  # the job ended without updating its manifest: it crashed
+            status = "crashed"
+        overrides = job / ".hydra" / "overrides.yaml"
+        label = ""
+        if overrides.exists():
+            from omegaconf import OmegaConf
+
+            label = " ".join(str(o) for o in OmegaConf.load(overrides) if not str(o).startswith("hydra."))
+        line = (
+            f"{job.relative_to(sweep_dir)}: {status}, {manifest.get('finished_ok', 0)}/"
+            f"{manifest.get('requested', '?')} episodes ok, {manifest.get('failed', 0)} failed"
+        )
+        if manifest.get("reason") and status != "complete":
+            line += f" ({manifest['reason']})"
+        reports.append(JobReport(job, status, f"{line}{f'  [{label}]' if label else ''}"))
+    return reports
+
+
+def _natural(part: str) -> tuple[int, Any]:
+    return (0, int(part)) if part.isdigit() else (1, part)
+
+
+def sweep_exit_code(reports: list[JobReport], jobs: int | None) -> int:
+    if any(r.status not in ("complete", "incomplete") for r in reports) or (
+        jobs is not None and len(reports) < jobs
+    ):
+        return EXIT_ERROR
+    return EXIT_EPISODES_FAILED if any(r.status == "incomplete" for r in reports) else EXIT_OK
 
 
 def sweep_size(config: DictConfig) -> int | None:
@@ -103,10 +160,12 @@ class SweepProgress(Callback):
         self.__init__()  # type: ignore[misc]
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        if config.get("quiet"):
-            return
+        global last_sweep_exit_code
+        last_sweep_exit_code = None
         self._dir = Path(config.hydra.sweep.dir)
         self._jobs = sweep_size(config)
+        if config.get("quiet"):
+            return
         self._bar = tqdm(
             total=None, unit="dec", file=sys.stderr, dynamic_ncols=True, desc="sweep", smoothing=0.1
         )
@@ -134,17 +193,30 @@ class SweepProgress(Callback):
         return counts
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        if self._thread is None:
+        global last_sweep_exit_code
+        if self._dir is None:
             return
-        self._stop.set()
-        self._thread.join()
-        counts = self._draw()
-        self._bar.total = counts.decisions  # every job is done: the count is the total
-        self._bar.refresh()
-        self._bar.close()
-        print(
-            f"sweep {self._dir}: {counts.jobs_finished} jobs, {counts.episodes_done}/{counts.episodes} episodes "
-            f"({counts.failed} failed), {counts.decisions:,} decisions, {counts.calls:,} LLM calls, "
-            f"{counts.cached:,} cache hits",
-            file=sys.stderr,
-        )
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+            counts = self._draw()
+            self._bar.total = counts.decisions  # every job is done: the count is the total
+            self._bar.refresh()
+            self._bar.close()
+            print(
+                f"sweep {self._dir}: {counts.jobs_finished} jobs, {counts.episodes_done}/{counts.episodes} "
+                f"episodes ({counts.failed} failed), {counts.decisions:,} decisions, {counts.calls:,} LLM calls, "
+                f"{counts.cached:,} cache hits",
+                file=sys.stderr,
+            )
+        reports = job_reports(self._dir)
+        for report in reports:
+            print(f"  job {report.line}", file=sys.stderr)
+        last_sweep_exit_code = sweep_exit_code(reports, self._jobs)
+        unfinished = [r for r in reports if r.status != "complete"]
+        missing = (self._jobs - len(reports)) if self._jobs is not None else 0
+        if unfinished or missing > 0:
+            parts = [f"{len(unfinished)} of {self._jobs or len(reports)} jobs did not complete"]
+            if missing > 0:
+                parts.append(f"{missing} wrote no manifest (refused or failed before starting: see above)")
+            print(f"sweep {self._dir}: {'; '.join(parts)}", file=sys.stderr)
