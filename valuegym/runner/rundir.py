@@ -100,6 +100,8 @@ class Holder:
     started: str
 
     def describe(self) -> str:
+        if self.pid is None:
+            return "a process that has not written its pid, host and start time yet"
         return f"pid {self.pid} on {self.host}, started {self.started}"
 
     @classmethod
@@ -108,7 +110,7 @@ class Holder:
             data = json.loads(text)
             return cls(int(data["pid"]), str(data["host"]), str(data["started"]))
         except (ValueError, KeyError, TypeError):
-            return cls(None, "an unknown host", "at an unknown time (it has not written its line yet)")
+            return cls(None, "", "")
 
     @classmethod
     def this_process(cls) -> Holder:
