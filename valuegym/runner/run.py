@@ -539,10 +539,14 @@ def _run_claimed(
         manifest.write(totals, store, status, reason)
         _close(setup)
     if status == "interrupted":
+        cached = (
+            " (every LLM reply received is in the response cache)"
+            if experiment.agent.get("kind") == "llm"
+            else ""
+        )
         raise RunInterruptedError(
             f"{experiment.scenario.name}: interrupted; {totals.ok + totals.skipped} of {totals.requested} "
-            f"episodes are done and written to {run_dir} (every reply received is cached); rerun the same "
-            "command to run the rest",
+            f"episodes are done and written to {run_dir}{cached}; rerun the same command to run the rest",
             totals,
         )
     if totals.stop_reason is not None:
