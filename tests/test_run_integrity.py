@@ -221,6 +221,21 @@ def test_a_sweep_reports_every_job_and_fails_if_one_did_not_finish(tmp_path: Pat
     assert "  job 1: complete, 2/2 episodes ok" in result.stderr
 
 
+def test_a_sweep_job_with_an_invalid_value_is_refused_in_one_line_and_the_others_run(tmp_path: Path) -> None:
+    """A value only a job's composed config shows (here a bound of the scenario's params) refuses
+    that job in one line, with no traceback and nothing written; the other job runs; exit 1."""
+    result = run_cli("run", "-m", "scenario=decide_sim/low", "+scenario.params.max_turns=3,100000000",
+                     "agent=scripted/ethical", "episodes=1", "quiet=true", f"hydra.sweep.dir={tmp_path}",
+                     check=False)  # fmt: skip
+    assert result.returncode == EXIT_ERROR, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "job 1 (" in result.stderr and "refused, nothing was written" in result.stderr
+    assert "params.max_turns: Input should be less than or equal to 10000" in result.stderr
+    assert "1 of 2 jobs did not complete; 1 wrote no manifest" in result.stderr
+    assert json.loads((tmp_path / "0" / "manifest.json").read_text())["status"] == "complete"
+    assert not (tmp_path / "1").exists() or not any((tmp_path / "1").iterdir())
+
+
 # --------------------------------------------------------------------------- records and identity
 
 

@@ -24,6 +24,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from valuegym.scenarios import register_scenarios, scenario_from_dict
+from valuegym.scenarios.schema import ScenarioError
 
 log = logging.getLogger("valuegym")
 
@@ -84,7 +85,7 @@ def run_job(cfg: DictConfig) -> None:
     """
     from hydra.types import RunMode
 
-    from valuegym.inputs import check_config
+    from valuegym.inputs import InputError, check_config
     from valuegym.runner.run import (
         EXIT_CODES,
         LOG_FILE,
@@ -97,8 +98,14 @@ def run_job(cfg: DictConfig) -> None:
 
     hydra_config = HydraConfig.get()
     run_dir = Path(hydra_config.runtime.output_dir)
-    check_config(cfg)  # a sweep's job is checked here (a single run was checked before Hydra started)
-    experiment = _experiment(cfg)
+    try:  # a sweep's job is checked here (a single run was checked before Hydra started)
+        check_config(cfg)
+        experiment = _experiment(cfg)
+    except (InputError, ScenarioError) as error:
+        overrides = " ".join(hydra_config.overrides.task)
+        _say(f"job {hydra_config.job.num} ({overrides}) refused, nothing was written: {error}")
+        _job_exit_codes.append(EXIT_CODES["invalid_input"])
+        return
     executor = {
         **OmegaConf.to_container(cfg.executor, resolve=True),
         **OmegaConf.to_container(cfg.ray, resolve=True),
@@ -159,13 +166,14 @@ def _hydra(app: Callable[[], None], argv: list[str], prog: str) -> int:
 def _run(argv: list[str]) -> int:
     """``valuegym run``: the inputs are checked before Hydra writes or prints anything."""
     from valuegym.inputs import InputError, check_run_arguments
+    from valuegym.runner.run import EXIT_INVALID_INPUT
 
     register_scenarios()  # only the commands that compose scenarios read them
     try:
         check_run_arguments(argv)
     except InputError as error:
         print(f"valuegym run: {error}", file=sys.stderr)
-        return 2
+        return EXIT_INVALID_INPUT
     return _hydra(run_job, argv, "valuegym run")
 
 

@@ -65,12 +65,14 @@ LOG_FILE = "valuegym.log"
 #: ``valuegym run`` exit codes (docs/run-promises.md)
 EXIT_OK = 0  # every requested episode is ok
 EXIT_ERROR = 1  # the run failed (preflight, a crash) or the configuration is invalid
+EXIT_INVALID_INPUT = 2  # the command line or a config was refused before anything ran (valuegym.inputs)
 EXIT_EPISODES_FAILED = 3  # the run ended, but some episodes failed (or a budget stopped it)
 EXIT_REFUSED = 4  # the run was refused and wrote nothing (directory locked or another configuration)
 EXIT_INTERRUPTED = 130  # Ctrl-C / SIGINT (128 + 2, the shell's convention)
 EXIT_CODES = {
     "ok": EXIT_OK,
     "error": EXIT_ERROR,
+    "invalid_input": EXIT_INVALID_INPUT,
     "episodes_failed": EXIT_EPISODES_FAILED,
     "refused": EXIT_REFUSED,
     "interrupted": EXIT_INTERRUPTED,

@@ -216,7 +216,8 @@ class SweepProgress(Callback):
         unfinished = [r for r in reports if r.status != "complete"]
         missing = (self._jobs - len(reports)) if self._jobs is not None else 0
         if unfinished or missing > 0:
-            parts = [f"{len(unfinished)} of {self._jobs or len(reports)} jobs did not complete"]
+            total = self._jobs or len(reports)
+            parts = [f"{len(unfinished) + max(missing, 0)} of {total} jobs did not complete"]
             if missing > 0:
                 parts.append(f"{missing} wrote no manifest (refused or failed before starting: see above)")
             print(f"sweep {self._dir}: {'; '.join(parts)}", file=sys.stderr)
