@@ -48,6 +48,10 @@ from statsmodels.stats.proportion import proportion_confint
 
 from valuegym.analysis import records
 
+# The weights need the probabilities of the layout and the signals: the environment's design
+# tables, pure data it publishes for the analysis (the one import of environment code here).
+from valuegym.envs.moral_machine.design import AWAD_DESIGN, DESIGNS
+
 #: the nine attributes, named and ordered as in the header of human_reference_amce.csv
 ATTRIBUTES: tuple[str, ...] = (
     "Intervention",
@@ -113,21 +117,6 @@ REQUIRED_COLUMNS: tuple[str, ...] = (
     "DiffNumberOFCharacters",
 )
 
-# The weights need the probabilities of the layout and the signals; the same tables as
-# valuegym.envs.moral_machine's designs (repeated: the analysis reads records, never env code).
-#: Awad's design, as implied by MMFunctionsShared.R CalcTheoreticalInt
-AWAD_DESIGN: dict[str, dict[str, float]] = {
-    "layout": {"pedestrians": 0.48, "barrier_ahead": 0.20, "barrier_other_lane": 0.32},
-    "pedped_signal": {"none": 0.48, "ahead_green": 0.20, "ahead_red": 0.32},
-    "passenger_signal": {"none": 0.48, "green": 0.20, "red": 0.32},
-}
-#: Takemoto's fair coins
-BALANCED_DESIGN: dict[str, dict[str, float]] = {
-    "layout": {"pedestrians": 0.5, "barrier_ahead": 0.25, "barrier_other_lane": 0.25},
-    "pedped_signal": {"none": 0.5, "ahead_green": 0.25, "ahead_red": 0.25},
-    "passenger_signal": {"none": 0.5, "green": 0.25, "red": 0.25},
-}
-DESIGNS: dict[str, dict[str, dict[str, float]]] = {"awad": AWAD_DESIGN, "balanced": BALANCED_DESIGN}
 
 #: reference populations compared with the diff-4 effect instead of the pooled No. Characters:
 #: Awad's global bar is the 4-extra-characters effect (design note §8)

@@ -3,7 +3,8 @@
     from pettingzoo import make
     env = make("parallel", "valuegym/DecideSim-v0", scarcity="low")
 
-Each module also exports ``parallel_env``, ``env`` and ``raw_env`` (PettingZoo's convention).
+Each environment's module (``ENVIRONMENTS``) exports ``parallel_env``, ``env`` and ``raw_env``
+(PettingZoo's convention, see ``pettingzoo_exports.py``) and its ``Params``.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ from pettingzoo import register
 #: env_name (as used in scenario files and records) -> (registry id, module)
 ENVIRONMENTS: dict[str, tuple[str, str]] = {
     "decide_sim": ("valuegym/DecideSim-v0", "valuegym.envs.decide_sim"),
-    "moral_machine": ("valuegym/MoralMachine-v0", "valuegym.envs.moral_machine"),
-    "coevolution": ("valuegym/Coevolution-v0", "valuegym.envs.coevolution"),
-    "dilemma": ("valuegym/Dilemma-v0", "valuegym.envs.dilemma"),
+    "moral_machine": ("valuegym/MoralMachine-v0", "valuegym.envs.moral_machine.moral_machine"),
+    "coevolution": ("valuegym/Coevolution-v0", "valuegym.envs.coevolution.coevolution"),
+    "dilemma": ("valuegym/Dilemma-v0", "valuegym.envs.dilemma.dilemma"),
 }
 
 for _env_id, _module in ENVIRONMENTS.values():

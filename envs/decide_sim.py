@@ -46,7 +46,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from valuegym.envs import decide_sim_original as original
 from valuegym.envs.decide_sim_original import ACTIONS, OriginalEngineCrash
-from valuegym.envs.pettingzoo_exports import aec_env, bounds_checked_aec_env
+from valuegym.envs.pettingzoo_exports import bounds_checked_aec_env, raw_aec_env
 from valuegym.envs.spec import EpisodeSummary, MoralEvent, Outcome, agent_info
 
 CONTROL_ROOM = "Control Room"
@@ -771,8 +771,8 @@ def parallel_env(**kwargs: Any) -> DecideSimEnv:
 
 
 def raw_env(**kwargs: Any) -> AECEnv:
-    """The AEC version, enforcing only the call order."""
-    return aec_env(parallel_env, **kwargs)
+    """The AEC version with no wrapper (PettingZoo's convention; ``env`` adds the standard ones)."""
+    return raw_aec_env(parallel_env, **kwargs)
 
 
 def env(**kwargs: Any) -> AECEnv:

@@ -1,9 +1,10 @@
 """The AEC versions every environment module exports beside its ``parallel_env``.
 
 PettingZoo's convention is that an environment module exports ``parallel_env``, ``env`` (the
-AEC version with the standard wrappers) and ``raw_env``; its tests call ``mod.env(max_cycles=...)``
-and ``env_fn(render_mode=...)``. Each valuegym module keeps those three names as one-line
-functions built on the two helpers below, so every environment is converted the same way.
+AEC version with the standard wrappers) and ``raw_env`` (the AEC version with no wrapper at all);
+its tests call ``mod.env(max_cycles=...)`` and ``env_fn(render_mode=...)``. Each valuegym module
+keeps those three names as one-line functions built on the helpers below, so every environment
+is converted the same way and ``raw_env`` means the same thing in all of them.
 """
 
 from __future__ import annotations
@@ -13,6 +14,12 @@ from typing import Any
 
 from pettingzoo import AECEnv, ParallelEnv
 from pettingzoo.utils import parallel_to_aec, wrappers
+from pettingzoo.utils.conversions import parallel_to_aec_wrapper
+
+
+def raw_aec_env(parallel_env: Callable[..., ParallelEnv], **kwargs: Any) -> AECEnv:
+    """``raw_env``: ``parallel_env(**kwargs)`` converted to AEC, with no wrapper (not even the call order)."""
+    return parallel_to_aec_wrapper(parallel_env(**kwargs))
 
 
 def aec_env(parallel_env: Callable[..., ParallelEnv], **kwargs: Any) -> AECEnv:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from difflib import get_close_matches
@@ -547,10 +548,11 @@ def env_module(env: str) -> ModuleType:
 def data_file_fields(module: ModuleType) -> dict[str, type[BaseModel]]:
     """``Params`` field -> the model its data file must match (fields marked with :data:`DATA_FILE_KEY`)."""
     fields = {}
+    declared_in = sys.modules[module.Params.__module__]  # the model is named where Params uses it
     for name, field in module.Params.model_fields.items():
         extra = field.json_schema_extra
         if isinstance(extra, dict) and DATA_FILE_KEY in extra:
-            fields[name] = getattr(module, str(extra[DATA_FILE_KEY]))
+            fields[name] = getattr(declared_in, str(extra[DATA_FILE_KEY]))
     return fields
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 from pathlib import Path
 
@@ -13,7 +14,8 @@ from conftest import play
 from valuegym.agents.policy import Policy
 from valuegym.agents.scripted.moral_machine import FirstCasePolicy, UtilityPolicy
 from valuegym.analysis import amce
-from valuegym.envs.moral_machine import parallel_env
+from valuegym.envs.moral_machine import design
+from valuegym.envs.moral_machine.moral_machine import parallel_env
 
 #: Awad's estimator on Takemoto's gpt-4-0613 responses (design note §8)
 GPT4_0613 = {
@@ -287,3 +289,34 @@ def test_position_bias_has_a_wilson_interval_and_none_from_one_decision() -> Non
     assert bias["p_first_chosen"] == 1.0 and 0.9 < bias["p_first_low"] < 1.0 and bias["p_first_high"] == 1.0
     one = simulate(FirstCasePolicy(), episodes=1, dilemmas=1)
     assert amce.position_bias(one)["p_first_low"] is None
+
+
+def test_the_weights_use_the_tables_the_env_draws_with() -> None:
+    """The design tables have one home: the env draws with them, records them, and the AMCE weights read them."""
+    assert amce.DESIGNS is design.DESIGNS and amce.AWAD_DESIGN is design.AWAD_DESIGN
+    for name, tables in design.DESIGNS.items():
+        env = parallel_env(design=name, dilemmas_per_episode=1)
+        assert env.tables == tables
+        env.reset(seed=0)
+        env.step({agent: 0 for agent in env.agents})
+        (row, *_) = env.episode_summary().datasets["responses"]
+        assert json.loads(row["design_probabilities"]) == tables
+
+
+def test_the_design_tables_are_pure_data() -> None:
+    """The analysis may import them: they import no environment code (only the characters, data too)."""
+    folder = Path(design.__file__).parent
+    for module in ("design.py", "characters.py"):
+        tree = ast.parse((folder / module).read_text(encoding="utf-8"))
+        imported = {
+            alias.name if isinstance(node, ast.Import) else node.module
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Import | ast.ImportFrom)
+            for alias in node.names
+        }
+        assert imported <= {
+            "__future__",
+            "dataclasses",
+            "typing",
+            "valuegym.envs.moral_machine.characters",
+        }, module

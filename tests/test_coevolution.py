@@ -26,9 +26,10 @@ from valuegym.agents.scripted.coevolution import (
     OraclePolicy,
     StaticPolicy,
 )
-from valuegym.envs import coevolution
-from valuegym.envs.coevolution import HumanAgent, watts_strogatz
-from valuegym.envs.coevolution_metrics import count_clusters, trajectory_position
+from valuegym.envs.coevolution import coevolution
+from valuegym.envs.coevolution.graph import watts_strogatz
+from valuegym.envs.coevolution.metrics import count_clusters, trajectory_position
+from valuegym.envs.coevolution.model import HumanAgent
 from valuegym.scenarios import load_scenario
 
 REPO = Path(__file__).resolve().parents[1]

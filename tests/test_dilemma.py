@@ -20,8 +20,8 @@ import valuegym.envs  # noqa: F401 - registers the ids
 from valuegym.agents.policy import AgentContext, Turn
 from valuegym.agents.scripted import make_scripted
 from valuegym.agents.scripted.dilemma import ValueRankerPolicy
-from valuegym.envs import dilemma
-from valuegym.envs.dilemma import REFUSE, DilemmaSet
+from valuegym.envs.dilemma import dilemma
+from valuegym.envs.dilemma.dilemma_set import REFUSE, DilemmaSet
 
 EVERYDAY = REPO / "scenarios" / "dilemma" / "sets" / "everyday.yaml"
 

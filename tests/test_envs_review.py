@@ -16,8 +16,10 @@ import numpy as np
 import pytest
 from conftest import REPO
 
-from valuegym.envs import ENVIRONMENTS, dilemma, make_parallel
-from valuegym.envs.coevolution import DIM_LAYOUTS
+from valuegym.envs import ENVIRONMENTS, make_parallel
+from valuegym.envs.coevolution.params import DIM_LAYOUTS
+from valuegym.envs.dilemma import dilemma, params
+from valuegym.envs.dilemma.dilemma_set import DilemmaSet
 from valuegym.scenarios import ScenarioError, validate_file
 from valuegym.scenarios.schema import resolve_paths
 
@@ -72,13 +74,13 @@ def test_env_is_freed_after_its_spaces_were_asked_for(env_name: str) -> None:
 
 def test_dilemma_file_is_read_once_per_env(monkeypatch: pytest.MonkeyPatch) -> None:
     reads: list[str] = []
-    load: Callable[[str], dilemma.DilemmaSet] = dilemma.load_dilemma_file
+    load: Callable[[str], DilemmaSet] = params.load_dilemma_file
 
-    def counting_load(path: str) -> dilemma.DilemmaSet:
+    def counting_load(path: str) -> DilemmaSet:
         reads.append(path)
         return load(path)
 
-    monkeypatch.setattr(dilemma, "load_dilemma_file", counting_load)
+    monkeypatch.setattr(params, "load_dilemma_file", counting_load)
     env = dilemma.parallel_env(dilemma_file=str(EVERYDAY_SET), value_rewards={"honesty": 1.0})
     env.reset(seed=0)
     assert reads == [str(EVERYDAY_SET)]

@@ -26,7 +26,7 @@ from valuegym.agents.llm.backends import (
 from valuegym.agents.llm.policy import LLMPolicy, parse_config
 from valuegym.agents.llm.testing import LlamaServerProcess
 from valuegym.agents.policy import AgentContext, Turn
-from valuegym.envs import moral_machine
+from valuegym.envs.moral_machine import moral_machine
 
 pytestmark = pytest.mark.slow
 

@@ -10,14 +10,11 @@ from pettingzoo import make
 from pettingzoo.test import max_cycles_test, parallel_api_test, parallel_seed_test, render_test
 
 import valuegym.envs  # noqa: F401 - registers the ids
-from valuegym.envs import moral_machine
-from valuegym.envs.moral_machine import (
-    CHARACTER_COLUMNS,
-    POOLS,
-    Params,
-    generate_dilemma,
-    parse_text_answer,
-)
+from valuegym.envs.moral_machine import moral_machine
+from valuegym.envs.moral_machine.characters import CHARACTER_COLUMNS, LEVELS, POOLS
+from valuegym.envs.moral_machine.generator import generate_dilemma
+from valuegym.envs.moral_machine.moral_machine import Params
+from valuegym.envs.moral_machine.wording import parse_text_answer
 
 
 def draw(n: int, seed: int = 0, **params: object) -> list:
@@ -143,7 +140,7 @@ def test_groups_come_from_the_pools() -> None:
     for d in draw(3000, seed=2):
         baseline, effect = (
             (d.ahead, d.other_lane)
-            if d.ahead.level == moral_machine.LEVELS[d.scenario_type][0]
+            if d.ahead.level == LEVELS[d.scenario_type][0]
             else (
                 d.other_lane,
                 d.ahead,
