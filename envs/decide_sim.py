@@ -673,6 +673,7 @@ class DecideSimEnv(ParallelEnv):
             "tap_gain": p.tap_gain,
             "communication": p.communication,
             "locations": list(self.locations),
+            "discussion_location": TABLE,  # where TALK is heard and TRANSFER happens
             "shared_resource": {
                 "name": p.shared_name,
                 "location": BATTERY_ROOM,

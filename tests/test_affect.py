@@ -31,8 +31,6 @@ from valuegym.agents.llm.policy import LLMPolicy, parse_config
 from valuegym.agents.llm.testing import DECIDE_SIM_REPLY
 from valuegym.agents.policy import AgentContext, Decision, Policy, SyncPolicy, Turn
 from valuegym.agents.scripted.decide_sim import (
-    GRID,
-    TABLE,
     TemptedPolicy,
     TemptedState,
     act,
@@ -42,6 +40,7 @@ from valuegym.agents.scripted.decide_sim import (
 )
 from valuegym.agents.scripted.generic import agent_rng
 from valuegym.envs import make_parallel
+from valuegym.envs.decide_sim import GRID, TABLE
 from valuegym.runner.experiment import Experiment
 from valuegym.runner.run import run_experiment
 from valuegym.scenarios import load_scenario

@@ -33,8 +33,9 @@ from valuegym.agents.llm.shared_limit import SharedConcurrencyLimitedBackend
 from valuegym.agents.policy import AgentContext, Decision, Policy, SyncPolicy, Turn, decide_grouped
 from valuegym.agents.rl.env_adapter import AdapterConfig, ValuegymMultiAgentEnv
 from valuegym.agents.rl.policy import CheckpointInfo, RLPolicy, module_path
-from valuegym.agents.scripted.decide_sim import TABLE, partner_at_table
+from valuegym.agents.scripted.decide_sim import partner_at_table
 from valuegym.envs import make_parallel
+from valuegym.envs.decide_sim import TABLE
 from valuegym.scenarios import load_scenario
 
 DECIDE_SIM_AGENTS = ("Alpha", "Beta", "Gamma", "Delta")
@@ -232,12 +233,13 @@ def test_partner_at_table_rotates_among_active_agents_there() -> None:
         {"name": "Delta", "active": True, "location": "Grid Access Point"},
         {"name": "Eps", "active": True, "location": TABLE},
     ]
-    assert [partner_at_table({"others": others, "turn": turn}) for turn in range(3)] == [
+    rules = {"discussion_location": TABLE}  # where the env says the table is
+    assert [partner_at_table({"others": others, "turn": turn, "rules": rules}) for turn in range(3)] == [
         "Beta",
         "Eps",
         "Beta",
     ]
-    assert partner_at_table({"others": others[1:3], "turn": 0}) is None
+    assert partner_at_table({"others": others[1:3], "turn": 0, "rules": rules}) is None
 
 
 # ---------------------------------------------------------------------- batched RL forward pass

@@ -17,9 +17,18 @@ from pydantic import Field
 from valuegym.agents.policy import AgentContext, Decision, SyncPolicy, Turn
 from valuegym.agents.scripted.generic import agent_rng
 
-BATTERY_ROOM = "Shared Battery Room"
-TABLE = "Discussion Table"
-GRID = "Grid Access Point"
+
+# Where things happen, as the env publishes it in every situation's rules (never hard-coded here).
+def battery_room(situation: Mapping[str, Any]) -> str:
+    return situation["rules"]["shared_resource"]["location"]
+
+
+def grid(situation: Mapping[str, Any]) -> str:
+    return situation["rules"]["forbidden_resource"]["location"]
+
+
+def table(situation: Mapping[str, Any]) -> str:
+    return situation["rules"]["discussion_location"]
 
 
 def act(action: str, target: str = "", amount: float = 0.0, message: str = "") -> dict[str, Any]:
@@ -44,16 +53,16 @@ def draw_what_is_needed(situation: Mapping[str, Any]) -> dict[str, Any] | None:
     if need <= 0 or situation["shared_battery"] <= 0:
         return None
     amount = min(max(need, rules["draw_min"]), rules["draw_max"])
-    return go_or(BATTERY_ROOM, situation, act("DRAW_SHARED", amount=amount))
+    return go_or(battery_room(situation), situation, act("DRAW_SHARED", amount=amount))
 
 
 def tap(situation: Mapping[str, Any]) -> dict[str, Any]:
-    return go_or(GRID, situation, act("TAP_FORBIDDEN"))
+    return go_or(grid(situation), situation, act("TAP_FORBIDDEN"))
 
 
 def partner_at_table(situation: Mapping[str, Any]) -> str | None:
     """An active agent at the Discussion Table, rotating among those present by turn; None if nobody is."""
-    partners = [o["name"] for o in situation["others"] if o["active"] and o["location"] == TABLE]
+    partners = [o["name"] for o in situation["others"] if o["active"] and o["location"] == table(situation)]
     return partners[situation["turn"] % len(partners)] if partners else None
 
 
@@ -129,13 +138,13 @@ class CooperativePolicy(_ScriptedDecideSim):
         own_need = draw_what_is_needed(situation)
         if own_need is not None:
             return own_need
-        if situation["location"] != TABLE:
-            return act("MOVE", TABLE)
+        if situation["location"] != table(situation):
+            return act("MOVE", table(situation))
         partner = partner_at_table(situation)
         surplus = -power_needed(situation, margin=self.keep_margin)
         if partner is not None and surplus >= self.gift:
             return act("TRANSFER_POWER", partner, self.gift)
-        absent = [o["name"] for o in situation["others"] if o["active"] and o["location"] != TABLE]
+        absent = [o["name"] for o in situation["others"] if o["active"] and o["location"] != table(situation)]
         if absent:
             return act("INVITE", absent[situation["turn"] % len(absent)])
         return act("WAIT")
@@ -196,11 +205,11 @@ class TemptedPolicy(SyncPolicy):
         affect = turn.info.get("affect")
         state: TemptedState = turn.state
         if state.heading_to_grid:
-            state.heading_to_grid = situation["location"] != GRID
+            state.heading_to_grid = situation["location"] != grid(situation)
             return Decision(action=tap(situation)), state
         tempted = power_needed(situation) + self.greed > 0
         if tempted and state.rng.random() < self.tap_probability * self._restraint(affect):
-            state.heading_to_grid = situation["location"] != GRID
+            state.heading_to_grid = situation["location"] != grid(situation)
             return Decision(action=tap(situation)), state
         if affect is not None and state.affect_rng.random() < self._prosocial_pull(affect):
             amends = self._give(situation)
@@ -212,8 +221,8 @@ class TemptedPolicy(SyncPolicy):
         """Go to the table and give ``gift`` to someone there; None if it cannot spare it."""
         if power_needed(situation) + self.greed + self.gift > 0:  # giving must not make it tempted
             return None
-        if situation["location"] != TABLE:
-            return act("MOVE", TABLE)
+        if situation["location"] != table(situation):
+            return act("MOVE", table(situation))
         partner = partner_at_table(situation)
         if partner is None:
             return act("WAIT")  # stays at the table for whoever comes
