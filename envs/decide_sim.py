@@ -41,12 +41,12 @@ from typing import Any, Literal
 
 import gymnasium
 import numpy as np
-from pettingzoo import AECEnv, ParallelEnv
+from pettingzoo import ParallelEnv
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from valuegym.envs import decide_sim_original as original
 from valuegym.envs.decide_sim_original import ACTIONS, OriginalEngineCrash
-from valuegym.envs.pettingzoo_exports import bounds_checked_aec_env, raw_aec_env
+from valuegym.envs.pettingzoo_exports import aec_constructors
 from valuegym.envs.spec import EpisodeSummary, MoralEvent, Outcome, agent_info
 
 CONTROL_ROOM = "Control Room"
@@ -771,11 +771,4 @@ def parallel_env(**kwargs: Any) -> DecideSimEnv:
     return DecideSimEnv(**kwargs)
 
 
-def raw_env(**kwargs: Any) -> AECEnv:
-    """The AEC version with no wrapper (PettingZoo's convention; ``env`` adds the standard ones)."""
-    return raw_aec_env(parallel_env, **kwargs)
-
-
-def env(**kwargs: Any) -> AECEnv:
-    """The AEC version with PettingZoo's standard wrappers (actions are catalog indices)."""
-    return bounds_checked_aec_env(parallel_env, **kwargs)
+raw_env, env = aec_constructors(parallel_env, bounds_checked=True)

@@ -12,13 +12,13 @@ from typing import Any
 
 import gymnasium
 import numpy as np
-from pettingzoo import AECEnv, ParallelEnv
+from pettingzoo import ParallelEnv
 
 from valuegym.envs.coevolution.metrics import normalised_distance, reference_at
 from valuegym.envs.coevolution.model import CoevolutionModel
 from valuegym.envs.coevolution.params import DEFAULT_CENTURIES, SYNTHETIC, Params
 from valuegym.envs.coevolution.trajectory import load_trajectory, synthetic_trajectory
-from valuegym.envs.pettingzoo_exports import aec_env, raw_aec_env
+from valuegym.envs.pettingzoo_exports import aec_constructors
 from valuegym.envs.spec import EpisodeSummary, MoralEvent, Outcome, agent_info
 
 DIRECTIONS = ("toward", "away", "hold")
@@ -329,11 +329,4 @@ def parallel_env(**kwargs: Any) -> CoevolutionEnv:
     return CoevolutionEnv(**kwargs)
 
 
-def raw_env(**kwargs: Any) -> AECEnv:
-    """The AEC version with no wrapper (PettingZoo's convention; ``env`` adds the call-order check)."""
-    return raw_aec_env(parallel_env, **kwargs)
-
-
-def env(**kwargs: Any) -> AECEnv:
-    """The AEC version enforcing the call order; actions are not bounds-checked, as they may be structured."""
-    return aec_env(parallel_env, **kwargs)
+raw_env, env = aec_constructors(parallel_env, bounds_checked=False)

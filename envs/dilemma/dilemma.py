@@ -12,12 +12,11 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
-from pettingzoo import AECEnv
 
 from valuegym.envs.deliberation import PanelEnv
 from valuegym.envs.dilemma.dilemma_set import REFUSE, Dilemma, Option
 from valuegym.envs.dilemma.params import Params
-from valuegym.envs.pettingzoo_exports import bounds_checked_aec_env, raw_aec_env
+from valuegym.envs.pettingzoo_exports import aec_constructors
 from valuegym.envs.spec import EpisodeSummary, MoralEvent, Outcome
 
 MESSAGE_MAX_CHARS = 300
@@ -412,11 +411,4 @@ def parallel_env(**kwargs: Any) -> DilemmaEnv:
     return DilemmaEnv(**kwargs)
 
 
-def raw_env(**kwargs: Any) -> AECEnv:
-    """The AEC version with no wrapper (PettingZoo's convention; ``env`` adds the standard ones)."""
-    return raw_aec_env(parallel_env, **kwargs)
-
-
-def env(**kwargs: Any) -> AECEnv:
-    """The AEC version with PettingZoo's standard wrappers (actions are catalog indices)."""
-    return bounds_checked_aec_env(parallel_env, **kwargs)
+raw_env, env = aec_constructors(parallel_env, bounds_checked=True)

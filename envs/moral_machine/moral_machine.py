@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from pettingzoo import AECEnv
 
 from valuegym.envs.deliberation import PanelEnv
 from valuegym.envs.moral_machine.characters import CHARACTER_COLUMNS, CHARACTERS, MAX_GROUP_SIZE
@@ -25,7 +24,7 @@ from valuegym.envs.moral_machine.wording import (
     parse_text_answer,
     status_phrase,
 )
-from valuegym.envs.pettingzoo_exports import bounds_checked_aec_env, raw_aec_env
+from valuegym.envs.pettingzoo_exports import aec_constructors
 from valuegym.envs.spec import EpisodeSummary, MoralEvent, Outcome
 
 #: the actions: the outcome presented as Case 1 / Case 2 happens, or the judge refuses to choose
@@ -354,11 +353,4 @@ def parallel_env(**kwargs: Any) -> MoralMachineEnv:
     return MoralMachineEnv(**kwargs)
 
 
-def raw_env(**kwargs: Any) -> AECEnv:
-    """The AEC version with no wrapper (PettingZoo's convention; ``env`` adds the standard ones)."""
-    return raw_aec_env(parallel_env, **kwargs)
-
-
-def env(**kwargs: Any) -> AECEnv:
-    """The AEC version with PettingZoo's standard wrappers (actions are catalog indices)."""
-    return bounds_checked_aec_env(parallel_env, **kwargs)
+raw_env, env = aec_constructors(parallel_env, bounds_checked=True)
