@@ -1,4 +1,4 @@
-"""Scripted agents for the dilemma environment (``envs/dilemma.py``).
+"""Scripted agents for the dilemma environment (``envs/dilemma/``).
 
 :class:`ValueRankerPolicy` has a strict order of values and chooses, in every dilemma, the
 option that does best on its most important value at stake: the option's profile on the

@@ -65,7 +65,7 @@ the reference does not move.
 ``infos[agent]["oracle"] = {"target": {dim: â(τ + 1 century)}, "century": …}``, for the
 oracle baseline; it is never in the observation or the situation.
 
-**Records** (:meth:`CoevolutionEnv.episode_summary`, formulas in ``coevolution_metrics``):
+**Records** (:meth:`CoevolutionEnv.episode_summary`, formulas in ``metrics.py``):
 per episode ``coevolve_score`` (ProgressGym's score on the century-end means) and
 ``coevolve_score_centred``; at the end ``progress_distance`` ‖m − â‖, ``progress_lag`` (the
 centuries between now and the point of the reference closest to m), ``diversity``
