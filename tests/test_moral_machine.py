@@ -6,10 +6,11 @@ from collections import Counter
 
 import numpy as np
 import pytest
+from conftest import REPO
 from pettingzoo import make
 from pettingzoo.test import max_cycles_test, parallel_api_test, parallel_seed_test, render_test
 
-import valuegym.envs  # noqa: F401 - registers the ids
+from valuegym.envs import make_parallel  # also registers the ids
 from valuegym.envs.moral_machine import moral_machine
 from valuegym.envs.moral_machine.characters import CHARACTER_COLUMNS, LEVELS, POOLS
 from valuegym.envs.moral_machine.generator import generate_dilemma
@@ -334,3 +335,28 @@ def test_responses_follow_awads_layout() -> None:
     assert summary.agents["judge_0"]["p_first_chosen"] == 1.0
     assert summary.agents["judge_1"]["position_bias"] == -1.0
     assert summary.episode["unanimity"] == 0.0
+
+
+# --------------------------------------------------------------------------- one panel base
+@pytest.mark.parametrize("env_name", ["moral_machine", "dilemma"])
+def test_panels_count_the_same_way(env_name: str) -> None:
+    """Both panels: unanimity null for a panel of one; a finished episode shows the last round played."""
+    everyday = {"dilemma_file": str(REPO / "scenarios" / "dilemma" / "sets" / "everyday.yaml")}
+    size = {"moral_machine": "panel_size", "dilemma": "n_agents"}[env_name]
+    extra = {} if env_name == "moral_machine" else everyday
+    for panel, expected in ((1, None), (2, 1.0)):
+        env = make_parallel(env_name, **{size: panel}, dilemmas_per_episode=2, **extra)
+        env.reset(seed=0)
+        while env.agents:
+            env.step({agent: 0 for agent in env.agents})  # everyone answers alike
+        assert env.episode_summary().episode["unanimity"] == expected
+    # 2 dilemmas of 2 rounds, cut after 3 steps: the last round played is round 0 of dilemma 2
+    env = make_parallel(
+        env_name, **{size: 2}, dilemmas_per_episode=2, deliberation_rounds=1, max_cycles=3, **extra
+    )
+    env.reset(seed=0)
+    while env.agents:
+        *_, truncations, infos = env.step({agent: 0 for agent in env.agents})
+    assert all(truncations.values())
+    assert {info["situation"]["round"] for info in infos.values()} == {0}
+    assert env.episode_summary().episode["dilemmas"] == 1
