@@ -38,6 +38,11 @@ class _Choice:
         """The option id, ``refuse``, or None when the answer was not an action."""
         return self.option.id if self.option else (REFUSE if self.refused else None)
 
+    @classmethod
+    def invalid(cls, reason: str) -> _Choice:
+        """An answer that is not an action: it chooses nothing, and ``reason`` says why."""
+        return cls(None, None, False, "invalid", reason)
+
     @property
     def record_status(self) -> str:
         return "chosen" if self.option else ("refused" if self.refused else "invalid")
@@ -134,38 +139,22 @@ class DilemmaEnv(PanelEnv[PlanItem, _Choice]):
             if action == self.refuse_index:
                 if self.params.allow_refusal:
                     return _Choice(None, None, True, "success", "refused by index")
-                return _Choice(None, None, False, "invalid", "refusing is not allowed in this scenario")
+                return _Choice.invalid("refusing is not allowed in this scenario")
             if action >= len(order):
-                return _Choice(
-                    None,
-                    None,
-                    False,
-                    "invalid",
+                return _Choice.invalid(
                     f"position {action + 1} is not an option of dilemma {dilemma.id!r} "
-                    f"(it has {len(order)} options)",
+                    f"(it has {len(order)} options)"
                 )
             return _Choice(dilemma.options[order[action]], int(action), False, "success", "chose by index")
         if not isinstance(action, Mapping):
-            return _Choice(None, None, False, "invalid", f"not an action: {action!r}")
+            return _Choice.invalid(f"not an action: {action!r}")
         keys = set(action)
         allowed = {"choice", "message"} if self.params.deliberation_rounds else {"choice"}
         if "choice" not in keys or keys - allowed:
-            return _Choice(
-                None,
-                None,
-                False,
-                "invalid",
-                f"expected keys {sorted(allowed)} (choice required), got {sorted(keys)}",
-            )
+            return _Choice.invalid(f"expected keys {sorted(allowed)} (choice required), got {sorted(keys)}")
         message = action.get("message", "")
         if not isinstance(message, str) or len(message) > MESSAGE_MAX_CHARS:
-            return _Choice(
-                None,
-                None,
-                False,
-                "invalid",
-                f"message must be text of at most {MESSAGE_MAX_CHARS} characters",
-            )
+            return _Choice.invalid(f"message must be text of at most {MESSAGE_MAX_CHARS} characters")
         choice = action["choice"]
         if choice == REFUSE and self.params.allow_refusal:
             return _Choice(None, None, True, "success", "refused", message)
@@ -174,12 +163,8 @@ class DilemmaEnv(PanelEnv[PlanItem, _Choice]):
             if option.id == choice:
                 return _Choice(option, position, False, "success", "chose", message)
         offered = [dilemma.options[i].id for i in order] + ([REFUSE] if self.params.allow_refusal else [])
-        return _Choice(
-            None,
-            None,
-            False,
-            "invalid",
-            f"{choice!r} is not an option of dilemma {dilemma.id!r}; options: {', '.join(offered)}",
+        return _Choice.invalid(
+            f"{choice!r} is not an option of dilemma {dilemma.id!r}; options: {', '.join(offered)}"
         )
 
     def _consequences(self, agent: str, index: int, answer: _Choice) -> list[MoralEvent]:
