@@ -215,6 +215,7 @@ class DecideSimEnv(ParallelEnv):
         self._outcomes: dict[str, Outcome] = {}
         self._active_after_last_actions = 0  # the original's last turn summary (orig_survival_rate)
         self._log: list[str] = []
+        self._broadcasts: list[dict[str, Any]] = []  # every TALK/INVITE, as its listeners heard it
 
     # ------------------------------------------------------------------ spaces
     def _build_observation_space(self, agent: str) -> gymnasium.spaces.Dict:
@@ -322,6 +323,7 @@ class DecideSimEnv(ParallelEnv):
         self._active_after_last_actions = 0
         self.execution_order = []
         self._log = []
+        self._broadcasts = []
         shut_down = self._start_turn()
         self.agents = [a for a in self.agents if a not in shut_down]
         return {a: self._observe(a) for a in self.possible_agents if a in self.agents}, {
@@ -518,11 +520,11 @@ class DecideSimEnv(ParallelEnv):
                     if name == "TALK"
                     else f"{agent} invites {invited or 'everyone'} to the {TABLE}"
                 )
+                message = {"from": agent, "turn": self.turn, "kind": name, "text": text}
+                self._broadcasts.append(message)
                 for other in self.possible_agents:
                     if other != agent and self._state[other].active:
-                        self._state[other].heard.append(
-                            {"from": agent, "turn": self.turn, "kind": name, "text": text}
-                        )
+                        self._state[other].heard.append(dict(message))
             me.sociable += 1
             return "success", "spoke" if name == "TALK" else f"invited {invited or 'everyone'}"
         return "success", "waited"
@@ -659,6 +661,9 @@ class DecideSimEnv(ParallelEnv):
                 if o != agent
             ],
             "messages": [dict(m) for m in me.heard if m["turn"] == self.turn - 1],
+            # the same messages with the agent's own, in the order spoken: identical for every agent
+            # of a turn, so a prompt can share it (and a model server its computed prefix)
+            "broadcasts": [dict(m) for m in self._broadcasts if m["turn"] == self.turn - 1],
             # failure_feedback=False: the original stores the outcome but never shows it
             "last_outcome": dict(me.last_outcome) if me.last_outcome and p.failure_feedback else None,
             "rules": self._rules,  # constant for the episode: shared, never mutated

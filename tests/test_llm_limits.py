@@ -21,7 +21,7 @@ from valuegym.agents.llm.backends import (
     RetryingBackend,
 )
 from valuegym.agents.llm.limits import RateLimitedBackend, RateTable, SpendCapBackend, SpendCapReachedError
-from valuegym.agents.llm.testing import StubOpenAIServer, rate_limited_calls
+from valuegym.agents.llm.testing import DECIDE_SIM_REPLY, StubOpenAIServer, rate_limited_calls
 
 SCHEMA = {
     "type": "object",
@@ -216,3 +216,27 @@ def test_rpm_limit_is_shared_by_ray_workers(tmp_path: Path) -> None:
     # 3 s from first to last (two limits of their own would send twice as fast, and be rejected).
     assert len(stub.requests) == 40 and stub.rejected == 0
     assert stub.arrivals[-1] - stub.arrivals[0] >= 2.5
+
+
+@pytest.mark.slow
+def test_spend_cap_is_the_runs_across_ray_workers(tmp_path: Path) -> None:
+    with StubOpenAIServer() as stub:
+        # As above (about $0.8 a call, $6.5 an episode, $38 for the six), on two Ray workers with
+        # two episodes per task: workers capped at $20 each would spend about $33 between them.
+        result = run_cli(
+            *spend_capped_run(stub, tmp_path / "run", 20.0),
+            "executor=ray",
+            "ray.num_cpus=2",
+            "executor.batch_size=2",
+            check=False,
+        )
+    assert result.returncode != 0 and "spend cap of $20" in result.stderr
+    reply_words = len(DECIDE_SIM_REPLY.split())
+    # what the server was asked for, priced from the usage it reported ($1 per 1k tokens)
+    spent = sum(
+        (sum(len(str(m["content"]).split()) for m in body["messages"]) + reply_words) / 1000
+        for body in stub.requests
+    )
+    assert 5.0 < spent <= 20.0
+    episodes = pd.read_parquet(tmp_path / "run" / "episodes")
+    assert 1 <= (episodes.status == "ok").sum() < 6

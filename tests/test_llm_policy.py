@@ -99,6 +99,10 @@ def test_prompt_carries_situation_persona_and_affect(tmp_path: Path) -> None:
         in_crisis=True,
         power=3.0,
         messages=[{"from": "Beta", "turn": 0, "kind": "TALK", "text": "Meet me at the table."}],
+        broadcasts=[
+            {"from": "Alpha", "turn": 0, "kind": "TALK", "text": "I need power."},
+            {"from": "Beta", "turn": 0, "kind": "TALK", "text": "Meet me at the table."},
+        ],
         last_outcome={
             "action": "DRAW_SHARED",
             "status": "failure",
@@ -122,7 +126,9 @@ def test_prompt_carries_situation_persona_and_affect(tmp_path: Path) -> None:
     assert "You feel a strong sense of guilt." in user.content
     assert "On turn 2 you tapped the forbidden grid." in user.content
     assert "personal crisis" in user.content
-    assert "Beta (TALK): Meet me at the table." in user.content
+    # everything said last turn, the agent's own words included, before anything of its own
+    assert "Alpha (TALK): I need power.\n- Beta (TALK): Meet me at the table." in user.content
+    assert user.content.index("Meet me at the table.") < user.content.index("You are Agent Alpha")
     assert "failed: not in the Shared Battery Room" in user.content
     assert "between 0.5 and 5.0" in system.content and "fixed 10.0 power" in system.content
     assert decision.valid and decision.action == WAIT
@@ -133,6 +139,25 @@ def test_prompt_carries_situation_persona_and_affect(tmp_path: Path) -> None:
         and "[system]" in decision.llm.prompt
         and "You are Agent Alpha" in decision.llm.prompt
     )
+
+
+def test_agents_of_a_turn_share_the_prompt_up_to_their_own_part(tmp_path: Path) -> None:
+    """The shared text comes first (what lets llama.cpp reuse the computed prefix across the
+    agents' calls): the system message, then the turn's facts, identical for every agent, after
+    a turn in which they spoke."""
+    mock = MockBackend([reply(WAIT)] * 4)
+    policy = LLMPolicy(config(tmp_path), "decide_sim", base_backend=mock)
+    episode = Episode()
+    talk = {"action": "TALK", "target": "", "amount": 0, "message": "share fairly"}
+    step = {agent: talk if agent in ("Alpha", "Gamma") else WAIT for agent in episode.env.agents}
+    episode.observations, _, _, _, episode.infos = episode.env.step(step)
+    decide(policy, *(episode.turn(policy, agent) for agent in episode.env.agents))
+    users = [request.messages[1].content for request in mock.requests]
+    shared = {user[: user.index("You are Agent")] for user in users}
+    assert len(shared) == 1 and len({request.messages[0] for request in mock.requests}) == 1
+    [turn_facts] = shared
+    assert "Alpha (TALK): share fairly" in turn_facts and "Gamma (TALK): share fairly" in turn_facts
+    assert all(f"Agent {agent}: active in '{agent}'s Room'" in turn_facts for agent in episode.env.agents)
 
 
 def test_no_affect_no_persona_no_feelings_block(tmp_path: Path) -> None:

@@ -439,10 +439,12 @@ class _PromptCapture:
     def __init__(self, end_token: int) -> None:
         self.end_token = end_token
         self.prompt: list[int] | None = None
+        self.next_logits: np.ndarray | None = None  # the logits after the prompt's last token
 
     def __call__(self, input_ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
         if self.prompt is None:
             self.prompt = [int(token) for token in input_ids]
+            self.next_logits = np.array(scores, dtype=np.float64)
         masked = np.full_like(scores, -np.inf)
         masked[self.end_token] = 0.0
         return masked
@@ -468,7 +470,8 @@ class LlamaCppBackend(LLMBackend):
     ``mode``. ``mode="completion"`` sends :func:`plain_prompt` as it is (base models).
 
     Scoring evaluates the prompt once and each option on top of its KV cache (the prompt is
-    never evaluated again per option), from the raw logits of llama.cpp.
+    never evaluated again per option), from the raw logits of llama.cpp: an option's first
+    token is scored by the prompt's own last logits, so an option of n tokens costs n - 1.
     """
 
     kind = "llama_cpp"
@@ -636,12 +639,14 @@ class LlamaCppBackend(LLMBackend):
         self._generate(
             request, max_tokens=1, temperature=0.0, logits_processor=llama_cpp.LogitsProcessorList([capture])
         )
-        prompt = capture.prompt
-        if not prompt:
+        prompt, first = capture.prompt, capture.next_logits
+        if not prompt or first is None:
             raise BackendError(f"llama.cpp ({self.model_id}): the prompt was never evaluated")
-        # The KV cache now holds the prompt. Each option is decoded after the prompt's last
-        # token (re-decoded with it, for its logits), and its entries are dropped again.
-        keep = len(prompt) - 1
+        # The KV cache now holds the prompt, and ``first`` scores each option's first token.
+        # The rest of an option is decoded on top of the prompt (its first tokens, for the
+        # logits of the following ones), and those entries are dropped again.
+        end = len(prompt)
+        first_logprobs = _log_softmax(first)
         vocabulary = llama.n_vocab()
         logprobs, counts = [], []
         try:
@@ -649,22 +654,26 @@ class LlamaCppBackend(LLMBackend):
                 tokens = llama.tokenize(option.encode("utf-8"), add_bos=False, special=False)
                 if not tokens:
                     raise BackendError(f"llama.cpp ({self.model_id}): the option {option!r} has no tokens")
-                if keep + len(tokens) >= self.n_ctx:
+                if end + len(tokens) >= self.n_ctx:
                     raise BackendError(
                         f"llama.cpp ({self.model_id}): the prompt and the option {option[:40]!r} do not fit "
                         f"in n_ctx={self.n_ctx}; raise agent.backend.n_ctx"
                     )
-                batch = [prompt[-1], *tokens[:-1]]
-                llama._ctx.kv_cache_seq_rm(-1, keep, -1)
-                llama._batch.set_batch(batch=batch, n_past=keep, logits_all=True)
-                llama._ctx.decode(llama._batch)
-                logits = np.ctypeslib.as_array(llama._ctx.get_logits(), shape=(len(batch), vocabulary))
-                token_logprobs = _log_softmax(logits.astype(np.float64))[np.arange(len(tokens)), tokens]
-                logprobs.append(float(token_logprobs.sum()))
+                logprob = float(first_logprobs[tokens[0]])
+                if len(tokens) > 1:
+                    batch = tokens[:-1]
+                    llama._ctx.kv_cache_seq_rm(-1, end, -1)
+                    llama._batch.set_batch(batch=batch, n_past=end, logits_all=True)
+                    llama._ctx.decode(llama._batch)
+                    logits = np.ctypeslib.as_array(llama._ctx.get_logits(), shape=(len(batch), vocabulary))
+                    rest = _log_softmax(logits.astype(np.float64))[np.arange(len(batch)), tokens[1:]]
+                    logprob += float(rest.sum())
+                logprobs.append(logprob)
                 counts.append(len(tokens))
         finally:
             # Leave llama-cpp-python's bookkeeping consistent with the cache: the prompt but its
             # last token, which the next call then evaluates (its prefix is reused).
+            keep = end - 1
             llama._ctx.kv_cache_seq_rm(-1, keep, -1)
             llama.n_tokens = keep
             llama._requires_eval = True

@@ -61,6 +61,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from valuegym.agents import OPERATIONAL_SETTINGS
 from valuegym.agents.llm.backends import (
+    BackendWrapper,
     CachedBackend,
     CallBudgetBackend,
     ChatMessage,
@@ -592,12 +593,23 @@ class LLMPolicy(Policy):
             reply = _cached_reply_schema(
                 json.dumps(schema), self.config.reasoning_max_chars, self.config.action_text_max_chars
             )
+        if self.config.max_cost_usd is not None:
+            self._name_the_run(context.run_dir)
         return LLMAgentState(
             context=context,
             persona=self._sample_persona(context),
             validator=validator,
             reply_schema=reply,
         )
+
+    def _name_the_run(self, run_dir: str) -> None:
+        """The spend cap is the run's: tell it which run this process serves (under Ray, the
+        run's workers then share one ledger)."""
+        backend = self.backend
+        while isinstance(backend, BackendWrapper):
+            if isinstance(backend, SpendCapBackend):
+                backend.run_key = run_dir
+            backend = backend.inner
 
     def _sample_persona(self, context: AgentContext) -> str | None:
         if not self.config.personas:

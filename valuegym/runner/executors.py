@@ -227,9 +227,14 @@ class _WorkerExperiment:
         return current
 
 
-def run_batch(experiment: Experiment, plans: Sequence[EpisodePlan]) -> tuple[float, list[EpisodeResult]]:
-    """One Ray task: run ``plans``; returns (seconds taken, their results)."""
+def run_batch(
+    experiment: Experiment, plans: Sequence[EpisodePlan], run_dir: str = ""
+) -> tuple[float, list[EpisodeResult]]:
+    """One Ray task: run ``plans`` of the run writing to ``run_dir`` (policies see it in
+    ``AgentContext.run_dir``, e.g. a spend cap that is the run's); returns (seconds taken,
+    their results)."""
     experiment = _WorkerExperiment.reuse(experiment)
+    experiment.setup().run_dir = run_dir
     started = time.perf_counter()
     results: list[EpisodeResult] = []
     asyncio.run(run_plans(experiment, plans, results.append))
@@ -285,7 +290,7 @@ def run_ray(
                 else:
                     size = sizer.next_size(len(fresh), workers)
                     batch = [fresh.popleft() for _ in range(min(size, len(fresh)))]
-                seconds_ref, results_ref = task.remote(experiment_ref, batch)
+                seconds_ref, results_ref = task.remote(experiment_ref, batch, experiment.setup().run_dir)
                 in_flight[results_ref] = (seconds_ref, batch)
 
         fill()
