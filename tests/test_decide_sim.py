@@ -171,8 +171,12 @@ def test_talk_is_heard_next_turn_unless_communication_is_off() -> None:
         if heard:
             assert messages[0] == {"from": "Gamma", "turn": 1, "kind": "TALK", "text": "share fairly"}
         assert infos["Gamma"]["situation"]["messages"] == []
+        # everything said, the speaker's own words included: the same for every agent of the turn
+        said = [infos[a]["situation"]["broadcasts"] for a in env.agents]
+        assert all(messages == said[0] for messages in said) and len(said[0]) == heard
         _, _, _, _, infos = env.step(wait_all(env))
         assert infos["Delta"]["situation"]["messages"] == []  # only last turn's messages
+        assert infos["Gamma"]["situation"]["broadcasts"] == []
 
 
 def test_structured_action_that_is_not_an_action_is_invalid_and_waits() -> None:

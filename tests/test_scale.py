@@ -23,7 +23,6 @@ import scale_policies
 from conftest import run_cli
 
 from valuegym.agents import KINDS
-from valuegym.agents.llm import shared_limit
 from valuegym.agents.llm.shared_limit import SlotTable, shared_slots
 from valuegym.runner.executors import BatchSizer, RayOptions
 from valuegym.runner.experiment import Experiment, episode_seed
@@ -262,7 +261,7 @@ def test_the_llm_limit_holds_across_ray_workers(ray_job: str, tmp_path: Path) ->
 
 
 def test_outside_ray_the_limit_is_per_process(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(shared_limit.ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
     _, intervals = scale_policies.call_through_shared_limit("local", 2, 6, 0.05)
     assert len(intervals) == 6 and max_overlap(intervals) == 2
 

@@ -246,7 +246,7 @@ def build_backend(config: LLMConfig, base: LLMBackend | None = None) -> LLMBacke
                 mode=settings.mode,
             )
     if shared_server is not None:
-        from valuegym.agents.llm.shared_limit import (  # imports ray
+        from valuegym.agents.llm.shared_limit import (
             DEFAULT_LEASE_S,
             SharedConcurrencyLimitedBackend,
         )

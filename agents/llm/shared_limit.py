@@ -17,11 +17,10 @@ flight the limit may be exceeded once.
 from __future__ import annotations
 
 import asyncio
+import sys
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
-
-import ray
 
 from valuegym.agents.llm.backends import (
     BackendWrapper,
@@ -160,6 +159,8 @@ class SlotTable:
 
 def shared_slots() -> Any:
     """The cluster's slot table actor, created by the first process that asks for it."""
+    import ray
+
     actor_class = ray.remote(SlotTable)
     return actor_class.options(
         name=ACTOR_NAME,
@@ -193,9 +194,10 @@ class SharedConcurrencyLimitedBackend(BackendWrapper):
         self._slots: tuple[str, Any] | None = None  # (Ray session, actor handle)
 
     async def complete(self, request: CompletionRequest) -> Completion:
-        if not ray.is_initialized():
+        ray = sys.modules.get("ray")  # a process that never imported Ray is not connected to it
+        if ray is None or not ray.is_initialized():
             return await self._local.complete(request)
-        slots = self._shared_slots()
+        slots = self._shared_slots(ray)
         holder = uuid.uuid4().hex  # names this call's slot; never affects results
         try:
             await slots.acquire.remote(self.key, self.limit, holder, self.lease_s)
@@ -207,7 +209,7 @@ class SharedConcurrencyLimitedBackend(BackendWrapper):
         finally:
             slots.release.remote(self.key, holder, self.lease_s)  # no need to wait for it
 
-    def _shared_slots(self) -> Any:
+    def _shared_slots(self, ray: Any) -> Any:
         session = ray.get_runtime_context().get_session_name()
         if self._slots is None or self._slots[0] != session:
             self._slots = (session, shared_slots())
