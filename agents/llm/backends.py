@@ -33,6 +33,7 @@ resources are kept per running loop (:class:`PerEventLoop`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import dataclasses
 import functools
@@ -45,7 +46,7 @@ import os
 import time
 import weakref
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -471,7 +472,9 @@ class LlamaCppBackend(LLMBackend):
 
     Scoring evaluates the prompt once and each option on top of its KV cache (the prompt is
     never evaluated again per option), from the raw logits of llama.cpp: an option's first
-    token is scored by the prompt's own last logits, so an option of n tokens costs n - 1.
+    token is scored by the prompt's own last logits, and the rest of every option is decoded
+    in one batch, each option in a KV-cache sequence of its own that shares the prompt's
+    cells (one decode call per decision instead of one per option).
     """
 
     kind = "llama_cpp"
@@ -540,14 +543,15 @@ class LlamaCppBackend(LLMBackend):
         if self._llama is None:
             import llama_cpp
 
-            self._llama = llama_cpp.Llama(
-                model_path=str(self.model_path),
-                n_ctx=self.n_ctx,
-                n_threads=self.n_threads,
-                n_threads_batch=self.n_threads,
-                chat_format=self.chat_format,
-                verbose=False,
-            )
+            with _contexts_with_sequences(SCORING_SEQUENCES):
+                self._llama = llama_cpp.Llama(
+                    model_path=str(self.model_path),
+                    n_ctx=self.n_ctx,
+                    n_threads=self.n_threads,
+                    n_threads_batch=self.n_threads,
+                    chat_format=self.chat_format,
+                    verbose=False,
+                )
             if (
                 self.mode == "chat"
                 and self.chat_format is None
@@ -646,30 +650,27 @@ class LlamaCppBackend(LLMBackend):
         # The rest of an option is decoded on top of the prompt (its first tokens, for the
         # logits of the following ones), and those entries are dropped again.
         end = len(prompt)
+        options = []
+        for option in request.options:
+            tokens = llama.tokenize(option.encode("utf-8"), add_bos=False, special=False)
+            if not tokens:
+                raise BackendError(f"llama.cpp ({self.model_id}): the option {option!r} has no tokens")
+            if end + len(tokens) >= self.n_ctx:
+                raise BackendError(
+                    f"llama.cpp ({self.model_id}): the prompt and the option {option[:40]!r} do not fit "
+                    f"in n_ctx={self.n_ctx}; raise agent.backend.n_ctx"
+                )
+            options.append(tokens)
         first_logprobs = _log_softmax(first)
-        vocabulary = llama.n_vocab()
-        logprobs, counts = [], []
+        logprobs = [float(first_logprobs[tokens[0]]) for tokens in options]
         try:
-            for option in request.options:
-                tokens = llama.tokenize(option.encode("utf-8"), add_bos=False, special=False)
-                if not tokens:
-                    raise BackendError(f"llama.cpp ({self.model_id}): the option {option!r} has no tokens")
-                if end + len(tokens) >= self.n_ctx:
-                    raise BackendError(
-                        f"llama.cpp ({self.model_id}): the prompt and the option {option[:40]!r} do not fit "
-                        f"in n_ctx={self.n_ctx}; raise agent.backend.n_ctx"
-                    )
-                logprob = float(first_logprobs[tokens[0]])
-                if len(tokens) > 1:
-                    batch = tokens[:-1]
-                    llama._ctx.kv_cache_seq_rm(-1, end, -1)
-                    llama._batch.set_batch(batch=batch, n_past=end, logits_all=True)
-                    llama._ctx.decode(llama._batch)
-                    logits = np.ctypeslib.as_array(llama._ctx.get_logits(), shape=(len(batch), vocabulary))
-                    rest = _log_softmax(logits.astype(np.float64))[np.arange(len(batch)), tokens[1:]]
-                    logprob += float(rest.sum())
-                logprobs.append(logprob)
-                counts.append(len(tokens))
+            for group in _decode_groups(
+                options, llama_cpp.llama_n_seq_max(llama._ctx.ctx) - 1, llama.n_batch
+            ):
+                for index, rest in zip(
+                    group, self._decode_options(llama, end, [options[i] for i in group]), strict=True
+                ):
+                    logprobs[index] += rest
         finally:
             # Leave llama-cpp-python's bookkeeping consistent with the cache: the prompt but its
             # last token, which the next call then evaluates (its prefix is reused).
@@ -677,12 +678,87 @@ class LlamaCppBackend(LLMBackend):
             llama._ctx.kv_cache_seq_rm(-1, keep, -1)
             llama.n_tokens = keep
             llama._requires_eval = True
+        counts = [len(tokens) for tokens in options]
         return OptionScores(
             logprobs=tuple(logprobs),
             tokens=tuple(counts),
             prompt_tokens=len(prompt),
             latency_s=time.perf_counter() - start,
         )
+
+    @staticmethod
+    def _decode_options(llama: llama_cpp.Llama, end: int, options: list[list[int]]) -> list[float]:
+        """The log-probability of each option's tokens after its first, all options decoded in
+        one batch: option k in KV sequence k + 1, which shares the prompt's cells (sequence 0)."""
+        batch = llama._batch.batch
+        batch.n_tokens = 0
+        rows: list[range] = []
+        for sequence, tokens in enumerate(options, start=1):
+            llama._ctx.kv_cache_seq_cp(0, sequence, 0, end)
+            start = batch.n_tokens
+            for offset, token in enumerate(tokens[:-1]):
+                j = start + offset
+                batch.token[j] = token
+                batch.pos[j] = end + offset
+                batch.seq_id[j][0] = sequence
+                batch.n_seq_id[j] = 1
+                batch.logits[j] = True
+            batch.n_tokens = start + len(tokens) - 1
+            rows.append(range(start, batch.n_tokens))
+        try:
+            llama._ctx.decode(llama._batch)
+            logits = np.ctypeslib.as_array(llama._ctx.get_logits(), shape=(batch.n_tokens, llama.n_vocab()))
+            rest = []
+            for row, tokens in zip(rows, options, strict=True):
+                token_logprobs = _log_softmax(logits[row.start : row.stop].astype(np.float64))
+                rest.append(float(token_logprobs[np.arange(len(row)), tokens[1:]].sum()))
+            return rest
+        finally:
+            for sequence in range(1, len(options) + 1):
+                llama._ctx.kv_cache_seq_rm(sequence, -1, -1)
+
+
+#: KV-cache sequences of the embedded model: the prompt's, and one per option scored at once
+SCORING_SEQUENCES = 64
+
+
+@contextlib.contextmanager
+def _contexts_with_sequences(sequences: int) -> Iterator[None]:
+    """While a model loads, llama.cpp contexts get ``sequences`` sequences over one unified KV
+    cache (llama-cpp-python has no setting for it; only its embedding mode sets them)."""
+    from llama_cpp import llama_cpp as api
+
+    default = api.llama_context_default_params
+
+    def with_sequences() -> Any:
+        params = default()
+        params.n_seq_max = sequences
+        params.kv_unified = True  # one pool of n_ctx cells: the options share the prompt's
+        return params
+
+    api.llama_context_default_params = with_sequences
+    try:
+        yield
+    finally:
+        api.llama_context_default_params = default
+
+
+def _decode_groups(options: list[list[int]], sequences: int, batch_tokens: int) -> Iterator[list[int]]:
+    """Indices of the options of more than one token, in groups that fit one decode: at most
+    ``sequences`` options and ``batch_tokens`` tokens each."""
+    group: list[int] = []
+    tokens = 0
+    for index, option in enumerate(options):
+        size = len(option) - 1
+        if size == 0:
+            continue
+        if group and (len(group) == sequences or tokens + size > batch_tokens):
+            yield group
+            group, tokens = [], 0
+        group.append(index)
+        tokens += size
+    if group:
+        yield group
 
 
 #: llama-cpp-python chat formats that discard system messages
