@@ -146,7 +146,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="skip the 570-episode study")
     args = parser.parse_args()
-    print(f"load average before: {os.getloadavg()[0]:.2f} (2 cores)")
+    print("load average before: {:.2f} {:.2f} {:.2f} (1, 5, 15 min; 2 cores)".format(*os.getloadavg()))
     ratios: dict[int, float] = {}
     servers = {}
     try:
@@ -174,7 +174,7 @@ def main() -> None:
 
         print("\n2. The runner with the shipped agent=llm/openai defaults (DECIDE-SIM, records, cache)")
         print(
-            f"{'agent.concurrency':>17} {'latency':>8} {'episodes':>8} {'calls':>7} {'calls/s':>8} {'ideal':>7} {'ratio':>6}"
+            f"{'agent.concurrency':>17} {'latency':>8} {'episodes':>8} {'calls':>7} {'calls/s':>8} {'ideal':>7} {'ratio':>6} {'load':>5}"
         )
         for concurrency, latency, _ in SETTINGS:
             ideal = concurrency / latency
@@ -182,7 +182,7 @@ def main() -> None:
             rate, calls, _ = runner_rate(servers[latency][1], concurrency, latency, episodes)
             ratios[concurrency] = rate / ideal
             print(
-                f"{concurrency:>17} {latency:>8.1f} {episodes:>8} {calls:>7} {rate:>8.1f} {ideal:>7.1f} {ratios[concurrency]:>6.2f}"
+                f"{concurrency:>17} {latency:>8.1f} {episodes:>8} {calls:>7} {rate:>8.1f} {ideal:>7.1f} {ratios[concurrency]:>6.2f} {os.getloadavg()[0]:>5.2f}"
             )
 
         if not args.quick:
@@ -198,7 +198,7 @@ def main() -> None:
         for process, _ in servers.values():
             process.terminate()
             process.join()
-    print(f"load average after: {os.getloadavg()[0]:.2f}")
+    print("load average after: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
     for concurrency, _, target in SETTINGS:
         result(f"llm_throughput_c{concurrency}", ratios[concurrency], target)
 
