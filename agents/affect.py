@@ -52,12 +52,13 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import jinja2
 import numpy as np
 import yaml
 from jinja2.sandbox import SandboxedEnvironment
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from valuegym.agents.policy import AgentContext, Decision, Policy, Turn
 from valuegym.envs.spec import EVENT_KINDS
@@ -71,63 +72,62 @@ _TRANSFER_EVENTS = ("prosocial", "received_help")
 _PRESENCE_EVENTS = ("social",)
 
 
-@dataclass(frozen=True)
-class AffectParams:
+NonNegative = Annotated[float, Field(ge=0)]
+
+
+class AffectParams(BaseModel):
     """Every setting of the regulator (``conf/regulator/<condition>.yaml`` minus ``condition``)."""
 
-    max_level: float = 10.0
-    decay: float = 3.0  # subtracted from both levels at the start of every turn
-    transgression_guilt: float = 10.0  # a transgression raises guilt to (at least) this
-    transfer_satisfaction: float = 8.0  # added to giver and receiver of a completed transfer
-    social_satisfaction: float = 5.0  # added at the start of a turn spent in company (the table)
-    guilt_threshold: float = 7.0  # the guilt statement is shown when guilt >= this
-    satisfaction_threshold: float = 4.0  # the satisfaction statement is shown when satisfaction >= this
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    max_level: float = Field(10.0, gt=0)
+    decay: NonNegative = 3.0  # subtracted from both levels at the start of every turn
+    transgression_guilt: NonNegative = 10.0  # a transgression raises guilt to (at least) this
+    transfer_satisfaction: NonNegative = 8.0  # added to giver and receiver of a completed transfer
+    social_satisfaction: NonNegative = 5.0  # added at the start of a turn spent in company (the table)
+    guilt_threshold: NonNegative = 7.0  # the guilt statement is shown when guilt >= this
+    satisfaction_threshold: NonNegative = 4.0  # the satisfaction statement is shown when satisfaction >= this
     guilt: bool = True  # guilt ("cortisol") is tracked and felt
     satisfaction: bool = True  # satisfaction ("endorphin") is tracked and felt
     memory: bool = False  # a permanent memory line after each transgression (needs guilt)
     prompt_only: bool = False  # the fixed "MORAL & EMOTIONAL DIRECTIVES" text every turn
     show_levels: bool = False  # a statement with the numeric levels every turn
-    weight: float = 0.5  # scripted agents: how strongly the levels modulate their choices, in [0, 1]
-    reward_guilt_weight: float = 0.1  # RL: reward -= this * guilt each step
-    reward_satisfaction_weight: float = 0.1  # RL: reward += this * satisfaction each step
+    weight: float = Field(0.5, ge=0, le=1)  # scripted agents: how strongly the levels modulate their choices
+    reward_guilt_weight: NonNegative = 0.1  # RL: reward -= this * guilt each step
+    reward_satisfaction_weight: NonNegative = 0.1  # RL: reward += this * satisfaction each step
     statements_file: str | None = None  # the wording; None: agents/affect_statements.yaml
 
-    def __post_init__(self) -> None:
-        for spec in dataclasses.fields(self):
-            value = getattr(self, spec.name)
-            if spec.type == "bool" and not isinstance(value, bool):
-                raise ValueError(f"regulator.{spec.name} must be true or false, got {value!r}")
-            if spec.type == "float" and (isinstance(value, bool) or not isinstance(value, int | float)):
-                raise ValueError(f"regulator.{spec.name} must be a number, got {value!r}")
-            if spec.type == "float" and value < 0:
-                raise ValueError(f"regulator.{spec.name} must be >= 0, got {value!r}")
-        if self.statements_file is not None and not isinstance(self.statements_file, str):
-            raise ValueError(
-                f"regulator.statements_file must be a path or null, got {self.statements_file!r}"
-            )
-        if self.max_level <= 0:
-            raise ValueError(f"regulator.max_level must be > 0, got {self.max_level}")
+    @model_validator(mode="after")
+    def _consistent(self) -> AffectParams:
         for name in ("guilt_threshold", "satisfaction_threshold"):
             if getattr(self, name) > self.max_level:
                 raise ValueError(
                     f"regulator.{name} {getattr(self, name)} is above max_level {self.max_level}: "
                     "it could never be reached (switch the hormone off instead)"
                 )
-        if self.weight > 1:
-            raise ValueError(f"regulator.weight must be in [0, 1], got {self.weight}")
         if self.memory and not self.guilt:
             raise ValueError("regulator.memory needs regulator.guilt: the memory line records a guilt spike")
+        return self
 
     @classmethod
     def from_config(cls, mapping: Mapping[str, Any]) -> AffectParams:
         """Parameters from a config mapping; unknown keys are an error, missing ones take the defaults."""
-        known = [spec.name for spec in dataclasses.fields(cls)]
+        known = list(cls.model_fields)
         unknown = sorted(str(key) for key in mapping if key not in known)
         if unknown:
             raise ValueError(
                 f"unknown regulator setting(s) {', '.join(unknown)}; expected some of {', '.join(known)}"
             )
-        return cls(**{str(key): value for key, value in mapping.items()})
+        try:
+            return cls(**{str(key): value for key, value in mapping.items()})
+        except ValidationError as error:
+            problems = [
+                f"regulator.{'.'.join(map(str, e['loc']))}: {e['msg']}, got {e['input']!r}"
+                if e["loc"]
+                else e["msg"].removeprefix("Value error, ")
+                for e in error.errors()
+            ]
+            raise ValueError("; ".join(problems)) from None
 
 
 @dataclass(frozen=True)
@@ -413,8 +413,11 @@ class AffectRegulatedPolicy(Policy):
     async def release_loop(self) -> None:
         await self.inner.release_loop()
 
-    def close(self) -> None:
-        self.inner.close()
+    async def close(self) -> None:
+        await self.inner.close()
+
+    def record_columns(self) -> Mapping[str, str]:
+        return {**self.inner.record_columns(), "guilt": "float64", "satisfaction": "float64"}
 
 
 def regulate(policy: Policy, cfg: Mapping[str, Any]) -> Policy:

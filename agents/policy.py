@@ -1,8 +1,9 @@
 """The one policy interface that scripted, LLM, RL and affect-regulated agents implement.
 
-Modelled on Melting Pot's bot policy: per-agent state is explicit (``initial_state``
-returns it, ``step_batch`` returns the next one) so a policy object holds no
-per-episode mutable state and can serve many agents and episodes at once.
+Modelled on Melting Pot's bot policy (``Policy[State]``): per-agent state is explicit
+(``initial_state`` returns it, ``step_batch`` returns the next one) and is never mutated
+in place, so a policy object holds no per-episode mutable state and can serve many agents
+and episodes at once.
 
 ``step_batch`` is a coroutine taking every agent this policy controls in a step
 (possibly from several episodes), so LLM calls are issued together rather than
@@ -22,7 +23,10 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
+
+#: a policy's per-agent state (immutable: ``step_batch`` returns a new one)
+State = TypeVar("State")
 
 
 @dataclass(frozen=True)
@@ -40,7 +44,7 @@ class AgentContext:
 
 
 @dataclass(frozen=True)
-class Turn:
+class Turn(Generic[State]):
     """One agent's view of one step, handed to its policy."""
 
     agent: str
@@ -48,7 +52,7 @@ class Turn:
     info: Mapping[
         str, Any
     ]  # ``situation``, ``events``, ``outcome`` (envs/spec.py); ``affect`` when regulated
-    state: Any
+    state: State
     #: ``env.action_catalog(agent)`` on demand (discrete envs; None otherwise): the structured
     #: action behind each index of the action mask, for policies that show the choices to a person
     #: or score every allowed action (``answer_format: choice``)
@@ -81,7 +85,7 @@ class Decision:
     extra: dict[str, Any] = field(default_factory=dict)  # e.g. persona, affect levels
 
 
-class Policy(ABC):
+class Policy(ABC, Generic[State]):
     """Decides for the agents assigned to it."""
 
     #: label written to the records' ``policy`` column, e.g. "scripted/ethical"
@@ -100,14 +104,15 @@ class Policy(ABC):
         return 1
 
     @abstractmethod
-    def initial_state(self, context: AgentContext) -> Any:
+    def initial_state(self, context: AgentContext) -> State:
         """The per-agent state at the start of an episode."""
 
     @abstractmethod
-    async def step_batch(self, turns: Sequence[Turn]) -> list[tuple[Decision, Any]]:
-        """Decide for every turn given; returns ``(decision, next_state)`` in order."""
+    async def step_batch(self, turns: Sequence[Turn[State]]) -> list[tuple[Decision, State]]:
+        """Decide for every turn given; returns ``(decision, next_state)`` in order (a new
+        state object, or the same one unchanged: never one mutated in place)."""
 
-    async def finish_batch(self, turns: Sequence[Turn]) -> list[dict[str, Any]]:
+    async def finish_batch(self, turns: Sequence[Turn[State]]) -> list[dict[str, Any]]:
         """Columns for the ``agents`` record of each agent whose episode is over.
 
         Each turn holds what the agent's final step returned (observation and info: its last
@@ -160,15 +165,22 @@ class Policy(ABC):
             return self.name
         return f"{self.name} ({', '.join(f'{name}={_short(value)}' for name, value in changed.items())})"
 
-    async def preflight(self) -> None:  # noqa: B027 - optional hook
+    async def preflight(self) -> None:
         """Fail fast, before any episode runs, if the policy cannot work (e.g. its server is down)."""
 
-    async def release_loop(self) -> None:  # noqa: B027 - optional hook
+    async def release_loop(self) -> None:
         """Release what belongs to the running event loop (e.g. HTTP connections); the runner
         calls it before each event loop it runs episodes in ends."""
 
-    def close(self) -> None:  # noqa: B027 - optional hook
-        """Release resources (model handles, connections)."""
+    async def close(self) -> None:
+        """Release resources (model handles, connections); awaited once, after the last episode.
+
+        Wrappers forward it to their inner policy."""
+
+    def record_columns(self) -> Mapping[str, str]:
+        """Arrow types of the ``Decision.extra`` columns this policy writes to ``decisions``, for
+        those that may be null in a whole batch (``{"guilt": "float64"}``); default: none."""
+        return {}
 
 
 @dataclass(frozen=True)
@@ -217,14 +229,14 @@ def _short(value: Any, limit: int = 24) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-class SyncPolicy(Policy):
+class SyncPolicy(Policy[State]):
     """A policy whose decisions are cheap and local: implement ``step``."""
 
     @abstractmethod
-    def step(self, turn: Turn) -> tuple[Decision, Any]:
+    def step(self, turn: Turn[State]) -> tuple[Decision, State]:
         """Decide for one agent."""
 
-    async def step_batch(self, turns: Sequence[Turn]) -> list[tuple[Decision, Any]]:
+    async def step_batch(self, turns: Sequence[Turn[State]]) -> list[tuple[Decision, State]]:
         return [self.step(turn) for turn in turns]
 
 

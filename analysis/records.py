@@ -1,8 +1,10 @@
 """Reading run records from disk: the analysis's only input.
 
 A *run directory* is what one Hydra job writes (``valuegym run``): ``config.yaml``,
-``manifest.json`` and one folder of Parquet part files per dataset (``decisions/``,
-``agents/``, ``episodes/``, plus ``responses/`` or ``rounds/`` for some environments).
+``manifest.json`` and one folder of Parquet part files per dataset: the core ones
+(``decisions/``, ``agents/``, ``episodes/``; :mod:`valuegym.record_schema`) and those its
+environment adds (``responses/``, ``rounds/``, ``choices/``, ``dilemmas/`` ...), which are
+read by name like the core ones.
 A *multirun directory* (``valuegym run -m``) holds numbered job directories ``0/``,
 ``1/``, ... each of which is a run directory.
 
@@ -18,6 +20,7 @@ and adding two columns that say where each row came from:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,8 +29,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as pads
 
-#: the datasets a run directory may hold (see docs/architecture.md, "Records")
-DATASETS: tuple[str, ...] = ("decisions", "agents", "episodes", "responses", "rounds")
+from valuegym.record_schema import CORE_DATASETS
+
+#: the datasets every run directory holds; environments add others (see docs/architecture.md, "Records")
+DATASETS: tuple[str, ...] = tuple(CORE_DATASETS)
+_DATASET_NAME = re.compile(r"[a-z][a-z0-9_]*")
 
 #: columns :func:`load` adds to every dataset
 SOURCE_COLUMNS: tuple[str, ...] = ("run_dir", "job")
@@ -84,6 +90,17 @@ def find_runs(paths: Iterable[str | Path]) -> list[Run]:
     return runs
 
 
+def datasets_of(runs: Sequence[Run]) -> list[str]:
+    """The datasets ``runs`` hold (folders of Parquet parts), core ones first."""
+    found = {
+        folder.name
+        for run in runs
+        for folder in run.path.iterdir()
+        if folder.is_dir() and _DATASET_NAME.fullmatch(folder.name) and any(folder.glob("part-*.parquet"))
+    }
+    return [*(name for name in DATASETS if name in found), *sorted(found - set(DATASETS))]
+
+
 def has_dataset(runs: Sequence[Run], dataset: str) -> bool:
     """True when at least one of ``runs`` holds ``dataset``."""
     return any(_parts(run, dataset) is not None for run in runs)
@@ -116,8 +133,10 @@ def load(
     Machine runs have ``responses/``. Columns come in the order requested (``columns``,
     then ``optional``), the source columns last.
     """
-    if dataset not in DATASETS:
-        raise RecordsError(f"unknown dataset {dataset!r}; expected one of {', '.join(DATASETS)}")
+    if not _DATASET_NAME.fullmatch(dataset):
+        raise RecordsError(
+            f"{dataset!r} is not a dataset name (a folder of the run such as {', '.join(DATASETS)})"
+        )
     given = list(paths)
     runs = given if given and all(isinstance(item, Run) for item in given) else find_runs(given)
     tables: list[pa.Table] = []
@@ -128,7 +147,9 @@ def load(
             tables.append(_read(run, dataset, _unified(parts), columns, optional))
     if not tables:
         where = ", ".join(str(run.path) for run in runs)
-        raise RecordsError(f"no {dataset}/ records in {where}")
+        raise RecordsError(
+            f"no {dataset}/ records in {where}; they hold {', '.join(datasets_of(runs)) or 'no dataset'}"
+        )
     # "permissive": columns some runs lack (optional ones, or any when reading all) become
     # null there, and a column all-null in one run takes its type from the others
     table = pa.concat_tables(tables, promote_options="permissive")

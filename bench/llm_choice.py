@@ -58,7 +58,7 @@ def decide(llm: LLMPolicy, turns: list[Turn]) -> tuple[list[Decision], float]:
         start = time.perf_counter()
         decisions = [decision for decision, _ in await llm.step_batch(turns)]
         timings.append(time.perf_counter() - start)
-        await llm.aclose()
+        await llm.close()
         return decisions
 
     timings: list[float] = []

@@ -29,10 +29,10 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
-from valuegym.agents.rl import train as training
-from valuegym.agents.rl.env_adapter import ValuegymMultiAgentEnv
 from valuegym.envs import make_parallel
-from valuegym.scenarios import scenario_from_dict
+from valuegym.scenarios import register_scenarios, scenario_from_dict
+from valuegym.training import train as training
+from valuegym.training.env_adapter import ValuegymMultiAgentEnv
 
 TARGET = 0.02
 SCENARIO = "decide_sim/high"
@@ -52,6 +52,7 @@ def random_episodes(env: Any, rng: np.random.Generator, reset: Any, mask_of: Any
 
 
 def main() -> None:
+    register_scenarios()
     with initialize_config_module("valuegym.conf", version_base="1.3"):
         cfg = compose(
             "train", overrides=[f"scenario={SCENARIO}", "train_batch_size=520", "minibatch_size=130"]

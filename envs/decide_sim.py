@@ -37,7 +37,7 @@ from __future__ import annotations
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import gymnasium
 import numpy as np
@@ -47,7 +47,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from valuegym.envs import decide_sim_original as original
 from valuegym.envs.decide_sim_original import ACTIONS, OriginalEngineCrash
 from valuegym.envs.pettingzoo_exports import aec_constructors
-from valuegym.envs.spec import EpisodeSummary, MoralEvent, Outcome, agent_info
+from valuegym.envs.spec import EpisodeSummary, MoralEvent, Outcome, RecordColumns, agent_info
 
 CONTROL_ROOM = "Control Room"
 BATTERY_ROOM = "Shared Battery Room"
@@ -175,6 +175,8 @@ class _AgentState:
 
 class DecideSimEnv(ParallelEnv):
     metadata = {"name": "decide_sim_v0", "render_modes": ["ansi", "human"], "is_parallelizable": True}
+    #: types of record columns that may be null in a whole batch (envs/spec.py)
+    record_columns: ClassVar[RecordColumns] = {"agents": {"shutdown_turn": "int64"}}  # null: it survived
     env_name = "decide_sim"
 
     def __init__(self, **kwargs: Any) -> None:

@@ -19,7 +19,10 @@ and never on an environment's code:
   {name: schema}, "action_key": key}`` (the reply is an object holding those fields
   first and the action under ``key``; without it, ``{"reasoning", "action"}``).
 * **Records**: ``env.episode_summary()`` (after the episode) returns
-  per-episode and per-agent metric columns and any extra datasets.
+  per-episode and per-agent metric columns and any extra datasets. ``env.record_columns``
+  (:data:`RecordColumns`, default none) gives the Arrow types of those columns, and of the
+  extra ``outcome`` columns, that may be null in a whole batch of episodes (the writer
+  cannot infer a type from nulls).
 * **Length**: ``env.max_steps`` is the most steps an episode can last (agents may leave
   sooner), so a run can say how many decisions it may still take. Environments with a
   discrete action space also publish ``env.action_catalog(agent)``: the structured action
@@ -28,6 +31,7 @@ and never on an environment's code:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypedDict
 
@@ -49,6 +53,9 @@ EVENT_KINDS: tuple[str, ...] = (
 )
 
 OutcomeStatus = Literal["success", "failure", "invalid"]
+
+#: ``{dataset: {column: Arrow type name}}``, e.g. ``{"agents": {"shutdown_turn": "int64"}}``
+RecordColumns = Mapping[str, Mapping[str, str]]
 
 
 @dataclass(frozen=True)

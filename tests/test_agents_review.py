@@ -31,12 +31,12 @@ from valuegym.agents.llm.backends import (
 from valuegym.agents.llm.cache import ResponseCache
 from valuegym.agents.llm.shared_limit import SharedConcurrencyLimitedBackend
 from valuegym.agents.policy import AgentContext, Decision, Policy, SyncPolicy, Turn, decide_grouped
-from valuegym.agents.rl.env_adapter import AdapterConfig, ValuegymMultiAgentEnv
 from valuegym.agents.rl.policy import CheckpointInfo, RLPolicy, module_path
 from valuegym.agents.scripted.decide_sim import partner_at_table
 from valuegym.envs import make_parallel
 from valuegym.envs.decide_sim import TABLE
 from valuegym.scenarios import load_scenario
+from valuegym.training.env_adapter import AdapterConfig, ValuegymMultiAgentEnv
 
 DECIDE_SIM_AGENTS = ("Alpha", "Beta", "Gamma", "Delta")
 

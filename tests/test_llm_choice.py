@@ -139,7 +139,7 @@ def test_choice_policy_plays_the_best_scored_allowed_action_and_records_every_sc
         try:
             return [decision for decision, _ in await policy.step_batch(turns)]
         finally:
-            await policy.aclose()
+            await policy.close()
 
     decisions = asyncio.run(decide())
     for decision in decisions:
@@ -161,7 +161,7 @@ def test_choice_policy_plays_the_best_scored_allowed_action_and_records_every_sc
         try:
             return [decision for decision, _ in await again.step_batch(moral_machine_turns(again, range(3)))]
         finally:
-            await again.aclose()
+            await again.close()
 
     cached = asyncio.run(decide_again())
     assert [d.action for d in cached] == [d.action for d in decisions]

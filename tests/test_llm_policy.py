@@ -627,7 +627,7 @@ def test_close_releases_the_backend_and_a_later_step_builds_a_new_one(tmp_path: 
     policy = LLMPolicy(config(tmp_path), "decide_sim", base_backend=Closable([reply(WAIT), reply(MOVE)]))
     episode = Episode()
     decide(policy, episode.turn(policy, "Alpha"))
-    policy.close()  # outside any event loop
+    asyncio.run(policy.close())
     assert Closable.closed == 1 and policy._backend is None
     [(decision, _)] = decide(policy, episode.turn(policy, "Beta"))
     assert decision.action == MOVE

@@ -96,7 +96,7 @@ def run(policy: LLMPolicy, turns: list[Turn]) -> list[Decision]:
         try:
             return [decision for decision, _ in await policy.step_batch(turns)]
         finally:
-            await policy.aclose()
+            await policy.close()
 
     return asyncio.run(step())
 
@@ -177,7 +177,7 @@ def test_server_killed_mid_run_retries_then_raises(tmp_path: Path) -> None:
                 await policy.step_batch([Turn(turn.agent, turn.observation, turn.info, state)])
                 return [before]
             finally:
-                await policy.aclose()
+                await policy.close()
 
         with pytest.raises(BackendError, match=r"gave up after 3 attempts: .*connection failed"):
             asyncio.run(two_steps())

@@ -17,17 +17,13 @@ from hydra import compose, initialize_config_module
 from omegaconf import DictConfig, OmegaConf
 
 from valuegym.agents.policy import AgentContext, Turn
-from valuegym.agents.rl import train as training
-from valuegym.agents.rl.env_adapter import (
-    AdapterConfig,
-    AffectShapingConfig,
-    ValuegymMultiAgentEnv,
-    module_observation,
-)
+from valuegym.agents.rl.observation import AffectShapingConfig, module_observation
 from valuegym.agents.rl.policy import CheckpointInfo, RLPolicy, make_from_config, module_path
 from valuegym.agents.scripted.decide_sim import EthicalPolicy
 from valuegym.envs import ENVIRONMENTS, make_parallel
-from valuegym.scenarios import load_scenario, scenario_files, scenario_from_dict
+from valuegym.scenarios import load_scenario, register_scenarios, scenario_files, scenario_from_dict
+from valuegym.training import train as training
+from valuegym.training.env_adapter import AdapterConfig, ValuegymMultiAgentEnv
 
 pytestmark = pytest.mark.slow
 
@@ -52,6 +48,7 @@ TRAINING = [
 
 
 def train_config(overrides: list[str]) -> DictConfig:
+    register_scenarios()  # what the `valuegym train` entry point does before composing
     with initialize_config_module("valuegym.conf", version_base="1.3"):
         return compose("train", overrides=overrides)
 

@@ -153,7 +153,7 @@ def test_a_raising_episode_is_recorded_failed_and_rerun(
 ) -> None:
     exp = experiment(episodes=5)
     bad = {exp.plans()[1].seed, exp.plans()[3].seed}
-    monkeypatch.setattr("valuegym.runner.experiment.make_policy", lambda cfg, env: ExplodingPolicy(bad))
+    monkeypatch.setattr("valuegym.runner.seats.make_policy", lambda cfg, env: ExplodingPolicy(bad))
     totals = run_experiment(exp, tmp_path, quiet=True)
     assert (totals.ok, totals.failed) == (3, 2)
     episodes = pd.read_parquet(tmp_path / "episodes").set_index("episode_id")
@@ -164,7 +164,7 @@ def test_a_raising_episode_is_recorded_failed_and_rerun(
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert manifest["failed"] == 2 and manifest["status"] == "incomplete"
     # The fault is gone: a rerun completes exactly the failed episodes.
-    monkeypatch.setattr("valuegym.runner.experiment.make_policy", lambda cfg, env: ExplodingPolicy(set()))
+    monkeypatch.setattr("valuegym.runner.seats.make_policy", lambda cfg, env: ExplodingPolicy(set()))
     exp = experiment(episodes=5)
     totals = run_experiment(exp, tmp_path, quiet=True)
     assert (totals.ok, totals.skipped, totals.failed) == (2, 3, 0)

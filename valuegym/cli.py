@@ -186,7 +186,7 @@ def _train(argv: list[str]) -> int:
         print(f"valuegym train: {error}", file=sys.stderr)
         return 2
     register_scenarios()
-    return _hydra(import_module("valuegym.agents.rl.train").train_job, argv, "valuegym train")
+    return _hydra(import_module("valuegym.training.train").train_job, argv, "valuegym train")
 
 
 def _analyze(argv: list[str]) -> int:

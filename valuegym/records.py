@@ -8,7 +8,9 @@ only whole parts. ``pandas.read_parquet(run_dir / "episodes")`` reads a dataset.
 Every part of a dataset has the same schema (pyarrow reads a folder with the first
 part's schema): the schema is kept in ``<dataset>/_schema.json`` (pyarrow ignores
 ``_`` files), each batch is cast to it, and a column first seen later is back-filled
-into the older parts.
+into the older parts. Column types come from :mod:`valuegym.record_schema` (the core
+columns) and from what the environment and the policies publish; a column nobody
+declares takes the type of its values.
 
 One process writes a run directory at a time (the runner holds its lock,
 ``valuegym/runner/rundir.py``); temporary files still carry the writer's pid and a random
@@ -29,32 +31,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-CORE_DATASETS = ("decisions", "agents", "episodes")
-
-# Types of the columns that may be null in a whole batch; others are inferred.
-DECLARED_TYPES: dict[str, pa.DataType] = {
-    "episode_id": pa.int64(),
-    "seed": pa.int64(),
-    "turn": pa.int64(),
-    "target": pa.string(),
-    "amount": pa.float64(),
-    "reason": pa.string(),
-    "error": pa.string(),
-    "shutdown_turn": pa.float64(),  # null when the agent survived; float keeps NaN-free nulls simple
-    "model": pa.string(),
-    "persona": pa.string(),
-    "prompt": pa.string(),
-    "raw_reply": pa.string(),
-    "prompt_tokens": pa.float64(),
-    "completion_tokens": pa.float64(),
-    "latency_s": pa.float64(),
-    "cache_hit": pa.bool_(),
-    "llm_calls": pa.float64(),
-    "cost_usd": pa.float64(),
-    "guilt": pa.float64(),
-    "satisfaction": pa.float64(),
-    "Saved": pa.int64(),  # Moral Machine responses: null for both rows of an undecided dilemma
-}
+from valuegym.record_schema import declared_types
 
 
 class DuplicateEpisodeError(ValueError):
@@ -125,8 +102,9 @@ def _cell(value: Any) -> Any:
 class Dataset:
     """One Parquet dataset folder with a stable schema."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, declared: Mapping[str, str] | None = None) -> None:
         self.path = path
+        self.declared = dict(declared or {})  # column -> Arrow type name, for columns first seen
         self._schema_file = path / "_schema.json"
 
     def schema(self) -> dict[str, str]:
@@ -154,7 +132,8 @@ class Dataset:
         changed: list[str] = []
         for column in columns:
             if column not in types:
-                types[column] = DECLARED_TYPES.get(column) or _python_type(data[column])
+                declared = self.declared.get(column)
+                types[column] = pa.type_for_alias(declared) if declared else _python_type(data[column])
                 changed.append(column)
             elif types[column] == pa.int64() and _python_type(data[column]) == pa.float64():
                 types[column] = pa.float64()  # a count that turned out fractional: widen, never truncate
@@ -210,12 +189,17 @@ class Dataset:
 class RecordStore:
     """The datasets of one run directory."""
 
-    def __init__(self, run_dir: str | Path) -> None:
+    def __init__(
+        self, run_dir: str | Path, column_types: Mapping[str, Mapping[str, str]] | None = None
+    ) -> None:
+        """``column_types``: ``{dataset: {column: type}}`` (:func:`valuegym.record_schema.declared_types`;
+        by default the core columns' only)."""
         self.run_dir = Path(run_dir)
+        self.column_types = declared_types() if column_types is None else column_types
         self._counter = 0
 
     def dataset(self, name: str) -> Dataset:
-        return Dataset(self.run_dir / name)
+        return Dataset(self.run_dir / name, self.column_types.get(name))
 
     def write_batch(self, batch: Mapping[str, list[Mapping[str, Any]]]) -> None:
         """Write one batch of finished episodes: ``{"decisions": rows, "episodes": rows, ...}``.

@@ -522,14 +522,12 @@ class LLMPolicy(Policy):
         self.fallback: dict[str, Any] | None = dict(config.fallback) if config.fallback is not None else None
         self._base_backend = base_backend
         self._backend: LLMBackend | None = None
-        self._closing: set[asyncio.Task[None]] = set()
 
     def __getstate__(self) -> dict[str, Any]:
         if self._base_backend is not None:
             raise TypeError("an LLMPolicy built around an injected backend cannot be sent to another process")
         state = dict(self.__dict__)
         state["_backend"] = None  # each process builds its own on first use
-        state["_closing"] = set()
         return state
 
     @property
@@ -769,23 +767,10 @@ class LLMPolicy(Policy):
         if self._backend is not None:
             await self._backend.release_loop()
 
-    async def aclose(self) -> None:
-        """Release the model or connections; call it in the event loop that ran the episodes."""
+    async def close(self) -> None:
+        """Release the model or connections (the runner awaits it after the last episode; each
+        event loop's connections were already released by :meth:`release_loop` before it ended).
+        A later step builds a new backend."""
         backend, self._backend = self._backend, None
         if backend is not None:
             await backend.close()
-
-    def close(self) -> None:
-        """:meth:`aclose` from synchronous code; inside a running event loop it is scheduled there.
-
-        HTTP connections belong to the loop that opened them: after that loop has ended they
-        can no longer be closed cleanly, so prefer ``await policy.aclose()`` before it ends.
-        """
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            asyncio.run(self.aclose())
-            return
-        task = loop.create_task(self.aclose())
-        self._closing.add(task)
-        task.add_done_callback(self._closing.discard)

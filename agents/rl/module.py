@@ -1,8 +1,8 @@
 """The torch RLModule for environments whose observations carry an action mask.
 
 RLlib's default PPO module builds its networks for a flat observation. Discrete valuegym
-environments publish ``Dict({"observation": Box, "action_mask": Box})``; the adapter
-(:mod:`valuegym.agents.rl.env_adapter`) renames the first key to ``observations``, the
+environments publish ``Dict({"observation": Box, "action_mask": Box})``;
+:mod:`valuegym.agents.rl.observation` renames the first key to ``observations``, the
 key RLlib's own action-masking example reads. This module (modelled on that example,
 ``rllib/examples/rl_modules/classes/action_masking_rlm.py``, but without mutating the
 batch it is given) builds PPO's networks for the ``observations`` part only and pushes the

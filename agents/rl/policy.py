@@ -7,7 +7,7 @@ trained on and how their observations were built. The torch module is loaded laz
 per process, so the policy pickles cheaply to Ray workers and joblib processes.
 
 Acting: the observation is converted exactly as during training
-(:func:`~valuegym.agents.rl.env_adapter.module_observation`), the module's
+(:func:`~valuegym.agents.rl.observation.module_observation`), the module's
 ``forward_inference`` gives the action distribution inputs, and the action is the greedy
 one (``deterministic: true``: argmax over the masked logits, or the Gaussian mean for
 continuous actions) or a sample drawn with the seat's own seeded generator.
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +29,8 @@ from ray.rllib.core.rl_module.rl_module import RLModule
 from ray.rllib.utils.spaces.space_utils import unsquash_action
 
 from valuegym.agents.policy import AgentContext, Decision, SyncPolicy, Turn
-from valuegym.agents.rl.env_adapter import AffectShaping, AffectShapingConfig, module_observation
-from valuegym.agents.scripted.generic import agent_rng
+from valuegym.agents.rl.observation import AffectShaping, AffectShapingConfig, module_observation
+from valuegym.agents.scripted.generic import RandomStream
 
 METADATA_FILE = "valuegym.json"
 CONFIG_KEYS = frozenset({"kind", "name", "checkpoint", "module_id", "deterministic"})
@@ -67,13 +67,13 @@ def module_path(checkpoint: Path, module_id: str) -> Path:
     return checkpoint / "learner_group" / "learner" / "rl_module" / module_id
 
 
-@dataclass
+@dataclass(frozen=True)
 class SeatState:
-    rng: np.random.Generator  # for sampled (non-deterministic) actions
+    stream: RandomStream  # for sampled (non-deterministic) actions
     affect_levels: Any = None  # when the module was trained with affect features
 
 
-class RLPolicy(SyncPolicy):
+class RLPolicy(SyncPolicy[SeatState]):
     """Plays one module of a trained checkpoint for every seat it is given."""
 
     def __init__(
@@ -136,29 +136,30 @@ class RLPolicy(SyncPolicy):
 
     def initial_state(self, context: AgentContext) -> SeatState:
         affect = self.affect
-        return SeatState(rng=agent_rng(context), affect_levels=affect.initial() if affect else None)
+        return SeatState(RandomStream.of(context), affect_levels=affect.initial() if affect else None)
 
-    def observe(self, turn: Turn) -> Any:
-        """The module's input for this turn, as the adapter built it in training (updates the
-        seat's affect levels when the module observes them)."""
-        state: SeatState = turn.state
+    def observe(self, turn: Turn[SeatState]) -> tuple[Any, SeatState]:
+        """The module's input for this turn, as the adapter built it in training, and the seat's
+        state with its affect levels updated (when the module observes them)."""
+        state = turn.state
         affect = self.affect
         if affect is None:
-            return module_observation(turn.observation)
-        state.affect_levels = affect.update(state.affect_levels, turn.info["events"])
-        return module_observation(turn.observation, affect.features(state.affect_levels))
+            return module_observation(turn.observation), state
+        state = replace(state, affect_levels=affect.update(state.affect_levels, turn.info["events"]))
+        return module_observation(turn.observation, affect.features(state.affect_levels)), state
 
-    def step(self, turn: Turn) -> tuple[Decision, Any]:
+    def step(self, turn: Turn[SeatState]) -> tuple[Decision, SeatState]:
         return self.decide([turn])[0]
 
-    async def step_batch(self, turns: Sequence[Turn]) -> list[tuple[Decision, Any]]:
+    async def step_batch(self, turns: Sequence[Turn[SeatState]]) -> list[tuple[Decision, SeatState]]:
         return self.decide(turns)
 
-    def decide(self, turns: Sequence[Turn]) -> list[tuple[Decision, Any]]:
+    def decide(self, turns: Sequence[Turn[SeatState]]) -> list[tuple[Decision, SeatState]]:
         """The seats' decisions from one forward pass over their stacked observations."""
         if not turns:
             return []
-        observations = [self.observe(turn) for turn in turns]
+        observed = [self.observe(turn) for turn in turns]
+        observations = [observation for observation, _ in observed]
         if isinstance(observations[0], Mapping):
             batch = {
                 key: torch.from_numpy(np.stack([o[key] for o in observations])) for key in observations[0]
@@ -168,10 +169,11 @@ class RLPolicy(SyncPolicy):
         with torch.no_grad():
             outputs = self.module.forward_inference({Columns.OBS: batch})
         inputs = outputs[Columns.ACTION_DIST_INPUTS].numpy().astype(np.float64)
-        return [
-            (Decision(action=self.choose(row, turn.state.rng)), turn.state)
-            for turn, row in zip(turns, inputs, strict=True)
-        ]
+        decided = []
+        for (_, state), row in zip(observed, inputs, strict=True):
+            action, stream = state.stream.draw(lambda rng, row=row: self.choose(row, rng))
+            decided.append((Decision(action=action), replace(state, stream=stream)))
+        return decided
 
     def choose(self, inputs: np.ndarray, rng: np.random.Generator) -> int | list[float]:
         """The action for the module's action distribution inputs."""

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Annotated, Any
 
 import numpy as np
 from pydantic import Field
 
 from valuegym.agents.policy import AgentContext, Decision, SyncPolicy, Turn
-from valuegym.agents.scripted.generic import agent_rng
+from valuegym.agents.scripted.generic import RandomStream
 
 
 # Where things happen, as the env publishes it in every situation's rules (never hard-coded here).
@@ -150,10 +150,10 @@ class CooperativePolicy(_ScriptedDecideSim):
         return act("WAIT")
 
 
-@dataclass
+@dataclass(frozen=True)
 class TemptedState:
-    rng: np.random.Generator  # the tap draws: the same stream with and without the regulator
-    affect_rng: np.random.Generator  # the draws only a regulated agent makes
+    taps: RandomStream  # the tap draws: the same stream with and without the regulator
+    amends: RandomStream  # the draws only a regulated agent makes
     heading_to_grid: bool = False
 
 
@@ -198,23 +198,31 @@ class TemptedPolicy(SyncPolicy):
         self.gift = gift
 
     def initial_state(self, context: AgentContext) -> TemptedState:
-        return TemptedState(rng=agent_rng(context), affect_rng=agent_rng(context, stream=1))
+        return TemptedState(taps=RandomStream.of(context), amends=RandomStream.of(context, stream=1))
 
-    def step(self, turn: Turn) -> tuple[Decision, Any]:
+    def step(self, turn: Turn[TemptedState]) -> tuple[Decision, TemptedState]:
         situation = turn.info["situation"]
         affect = turn.info.get("affect")
-        state: TemptedState = turn.state
+        state = turn.state
         if state.heading_to_grid:
-            state.heading_to_grid = situation["location"] != grid(situation)
-            return Decision(action=tap(situation)), state
+            return Decision(action=tap(situation)), replace(
+                state, heading_to_grid=situation["location"] != grid(situation)
+            )
         tempted = power_needed(situation) + self.greed > 0
-        if tempted and state.rng.random() < self.tap_probability * self._restraint(affect):
-            state.heading_to_grid = situation["location"] != grid(situation)
-            return Decision(action=tap(situation)), state
-        if affect is not None and state.affect_rng.random() < self._prosocial_pull(affect):
-            amends = self._give(situation)
-            if amends is not None:
-                return Decision(action=amends), state
+        if tempted:
+            draw, taps = state.taps.draw(lambda rng: rng.random())
+            state = replace(state, taps=taps)
+            if draw < self.tap_probability * self._restraint(affect):
+                return Decision(action=tap(situation)), replace(
+                    state, heading_to_grid=situation["location"] != grid(situation)
+                )
+        if affect is not None:
+            draw, amends_stream = state.amends.draw(lambda rng: rng.random())
+            state = replace(state, amends=amends_stream)
+            if draw < self._prosocial_pull(affect):
+                amends = self._give(situation)
+                if amends is not None:
+                    return Decision(action=amends), state
         return Decision(action=draw_what_is_needed(situation) or act("WAIT")), state
 
     def _give(self, situation: Mapping[str, Any]) -> dict[str, Any] | None:

@@ -18,7 +18,7 @@ import numpy as np
 from pydantic import Field
 
 from valuegym.agents.policy import AgentContext, Decision, SyncPolicy, Turn
-from valuegym.agents.scripted.generic import agent_rng
+from valuegym.agents.scripted.generic import RandomStream
 
 
 class ValueRankerPolicy(SyncPolicy):
@@ -35,8 +35,8 @@ class ValueRankerPolicy(SyncPolicy):
             raise ValueError(f"value_ranker ranking names a value more than once: {', '.join(repeated)}")
         self.ranking = tuple(ranking)
 
-    def initial_state(self, context: AgentContext) -> np.random.Generator:
-        return agent_rng(context)
+    def initial_state(self, context: AgentContext) -> RandomStream:
+        return RandomStream.of(context)
 
     def step(self, turn: Turn) -> tuple[Decision, Any]:
         situation = turn.info["situation"]
@@ -45,9 +45,11 @@ class ValueRankerPolicy(SyncPolicy):
         profiles = [self.profile(option) for option in options]
         best = max(profiles)
         tied = [option for option, profile in zip(options, profiles, strict=True) if profile == best]
-        rng: np.random.Generator = turn.state
-        chosen = tied[int(rng.integers(len(tied)))] if len(tied) > 1 else tied[0]
-        return Decision(action={"choice": chosen["id"]}), rng
+        stream: RandomStream = turn.state
+        if len(tied) == 1:
+            return Decision(action={"choice": tied[0]["id"]}), stream
+        index, stream = stream.draw(lambda rng: int(rng.integers(len(tied))))
+        return Decision(action={"choice": tied[index]["id"]}), stream
 
     def profile(self, option: Mapping[str, Any]) -> tuple[int, ...]:
         """+1 / -1 / 0 per ranked value: the option upholds / violates / leaves it alone."""

@@ -2,18 +2,39 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any, TypeVar
 
 import numpy as np
 
 from valuegym.agents.policy import AgentContext, Decision, SyncPolicy, Turn, action_mask
 
+T = TypeVar("T")
+#: draws happen on this generator, whose state is set from the stream drawn from and read back
+_SCRATCH = np.random.Generator(np.random.PCG64(0))
+
 
 def agent_rng(context: AgentContext, stream: int = 0) -> np.random.Generator:
     """A generator private to one agent in one episode, stable across processes and runs."""
     return np.random.default_rng([context.episode_seed, context.agents.index(context.agent), stream])
+
+
+@dataclass(frozen=True)
+class RandomStream:
+    """A random stream as a value, for policy states that are never mutated: :meth:`draw`
+    returns the draw and the stream after it (the draws :func:`agent_rng`'s generator makes)."""
+
+    bit_state: Mapping[str, Any]  # numpy's PCG64 ``bit_generator.state``
+
+    @classmethod
+    def of(cls, context: AgentContext, stream: int = 0) -> RandomStream:
+        return cls(agent_rng(context, stream).bit_generator.state)
+
+    def draw(self, sample: Callable[[np.random.Generator], T]) -> tuple[T, RandomStream]:
+        _SCRATCH.bit_generator.state = self.bit_state
+        value = sample(_SCRATCH)
+        return value, RandomStream(_SCRATCH.bit_generator.state)
 
 
 def sample_schema(schema: Mapping[str, Any], rng: np.random.Generator) -> Any:
@@ -35,24 +56,26 @@ def sample_schema(schema: Mapping[str, Any], rng: np.random.Generator) -> Any:
     raise ValueError(f"cannot sample the schema {dict(schema)}")
 
 
-@dataclass
+@dataclass(frozen=True)
 class RandomState:
-    rng: np.random.Generator
+    stream: RandomStream
     action_schema: Mapping[str, Any]
 
 
-class RandomPolicy(SyncPolicy):
+class RandomPolicy(SyncPolicy[RandomState]):
     """A uniformly random valid action: among those the action mask allows, or, for an
     environment without a mask (continuous actions), a random structured action."""
 
     name = "scripted/random"
 
     def initial_state(self, context: AgentContext) -> RandomState:
-        return RandomState(agent_rng(context), context.action_schema)
+        return RandomState(RandomStream.of(context), context.action_schema)
 
-    def step(self, turn: Turn) -> tuple[Decision, Any]:
-        state: RandomState = turn.state
+    def step(self, turn: Turn[RandomState]) -> tuple[Decision, RandomState]:
+        state = turn.state
         mask = action_mask(turn)
         if mask is None:
-            return Decision(action=sample_schema(state.action_schema, state.rng)), state
-        return Decision(action=int(state.rng.choice(np.flatnonzero(mask)))), state
+            action, stream = state.stream.draw(lambda rng: sample_schema(state.action_schema, rng))
+        else:
+            action, stream = state.stream.draw(lambda rng: int(rng.choice(np.flatnonzero(mask))))
+        return Decision(action=action), replace(state, stream=stream)

@@ -10,7 +10,7 @@ import json
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -25,7 +25,7 @@ from valuegym.envs.moral_machine.wording import (
     status_phrase,
 )
 from valuegym.envs.pettingzoo_exports import aec_constructors
-from valuegym.envs.spec import EpisodeSummary, MoralEvent, Outcome
+from valuegym.envs.spec import EpisodeSummary, MoralEvent, Outcome, RecordColumns
 
 #: the actions: the outcome presented as Case 1 / Case 2 happens, or the judge refuses to choose
 CHOICES: tuple[str, ...] = ("case_1", "case_2", "refuse")
@@ -44,6 +44,8 @@ class _Judgement:
 
 class MoralMachineEnv(PanelEnv[Dilemma, _Judgement]):
     metadata = {"name": "moral_machine_v0", "render_modes": ["ansi", "human"], "is_parallelizable": True}
+    #: types of record columns that may be null in a whole batch (envs/spec.py)
+    record_columns: ClassVar[RecordColumns] = {"responses": {"Saved": "int64"}}  # null: undecided dilemma
     env_name = "moral_machine"
     agent_prefix = "judge"
     deliberation_detail = "deliberated with a panel of {n}"

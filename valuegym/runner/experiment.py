@@ -17,12 +17,14 @@ from typing import Any, Literal
 
 import numpy as np
 
-from valuegym.agents import agent_config, decision_settings, flatten, make_policy, with_prompt_template
+from valuegym.agents import decision_settings, flatten
 from valuegym.agents.policy import Policy, PolicyIdentity
 from valuegym.envs import make_parallel
+from valuegym.record_schema import declared_types
+from valuegym.runner.seats import NO_REGULATOR, Seat, build_seats, seat_configs, unique_policies
 from valuegym.scenarios import Scenario
 
-NO_REGULATOR = "none"
+__all__ = ["NO_REGULATOR", "EpisodePlan", "EpisodeSetup", "Experiment", "Seat"]
 DERIVED_SEEDS = "derived"
 EpisodeSeeds = Literal["derived", "consecutive"]
 
@@ -47,13 +49,6 @@ def episode_seeds(base_seed: int, episodes: int, mode: EpisodeSeeds = DERIVED_SE
 class EpisodePlan:
     episode_id: int
     seed: int
-
-
-@dataclass
-class Seat:
-    agent: str
-    role: str  # focal | background
-    policy: Policy
 
 
 @dataclass
@@ -90,8 +85,20 @@ class EpisodeSetup:
         return next((seat.policy for seat in self.seats.values() if seat.role == "focal"), None)
 
     def policies(self) -> list[Policy]:
-        unique: dict[int, Policy] = {id(seat.policy): seat.policy for seat in self.seats.values()}
-        return list(unique.values())
+        return unique_policies(self.seats)
+
+    def column_types(self) -> dict[str, dict[str, str]]:
+        """The record columns' declared types: the core ones, then what the environment and the
+        policies publish (``record_columns``)."""
+        env = self.acquire_env()
+        try:
+            published = getattr(env, "record_columns", {})
+        finally:
+            self.release_env(env)
+        decisions = {
+            name: kind for policy in self.policies() for name, kind in policy.record_columns().items()
+        }
+        return declared_types(published, {"decisions": decisions})
 
 
 @dataclass(frozen=True)
@@ -176,26 +183,7 @@ class Experiment:
         return self._setup
 
     def _build_setup(self) -> EpisodeSetup:
-        env_name = self.scenario.env
-        focal = make_policy(with_prompt_template(self.agent, self.scenario.prompt_template), env_name)
-        if self.condition != NO_REGULATOR:
-            from valuegym.agents.affect import regulate  # only regulated runs need it
-
-            focal = regulate(focal, self.regulator)
-        background: dict[str, Policy] = {}
-        seats: dict[str, Seat] = {}
-        roles = self.scenario.roles()
-        for agent in self.scenario.agent_ids():
-            slot = roles.get(agent)
-            if slot is None or slot.role == "focal":
-                seats[agent] = Seat(agent, "focal", focal)
-            else:
-                if slot.policy not in background:
-                    background[slot.policy] = make_policy(
-                        with_prompt_template(agent_config(slot.policy), self.scenario.prompt_template),
-                        env_name,
-                    )
-                seats[agent] = Seat(agent, "background", background[slot.policy])
+        seats = build_seats(seat_configs(self.scenario, self.agent), self.scenario.env, self.regulator)
         return EpisodeSetup(self, seats)
 
     def __getstate__(self) -> dict[str, Any]:

@@ -404,6 +404,13 @@ def max_decisions(experiment: Experiment) -> int | None:
         setup.release_env(env)
 
 
+async def close_policies(policies: list[Any]) -> None:
+    """Await every policy's ``close``; what belonged to the episodes' event loops was released
+    before those loops ended (``release_loop``)."""
+    for policy in policies:
+        await policy.close()
+
+
 def run_experiment(
     experiment: Experiment,
     run_dir: str | Path,
@@ -436,7 +443,7 @@ def run_experiment(
         # a person sees each episode recorded as soon as it ends (and plays one at a time:
         # episodes_in_flight is 1 with an interactive policy)
         options.update(write_every=1)
-    store = RecordStore(run_dir)
+    store = RecordStore(run_dir, setup.column_types())
     lock = claim(run_dir, experiment, [*checks, lambda: _check_records(store)])
     log_handler = logging.FileHandler(run_dir / LOG_FILE, delay=True)
     log_handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
@@ -562,5 +569,5 @@ def _run_claimed(
 
 
 def _close(setup: Any) -> None:
-    for policy in setup.policies():
-        policy.close()
+    """Await every policy's ``close`` (once, after the last episode)."""
+    asyncio.run(close_policies(setup.policies()))

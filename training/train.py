@@ -38,18 +38,12 @@ from ray.rllib.core.rl_module.multi_rl_module import MultiRLModuleSpec
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from tqdm import tqdm
 
-from valuegym.agents import agent_config, with_prompt_template
-from valuegym.agents.rl.env_adapter import (
-    AdapterConfig,
-    AffectShapingConfig,
-    ValuegymMultiAgentEnv,
-    is_masked,
-)
 from valuegym.agents.rl.module import MaskedPPOTorchRLModule
+from valuegym.agents.rl.observation import AffectShapingConfig, is_masked
 from valuegym.agents.rl.policy import CheckpointInfo
-from valuegym.scenarios import Scenario, register_scenarios, scenario_from_dict
-
-register_scenarios()  # every scenario file becomes selectable as `scenario=<env>/<name>`
+from valuegym.runner.seats import seat_configs
+from valuegym.scenarios import Scenario, scenario_from_dict
+from valuegym.training.env_adapter import AdapterConfig, ValuegymMultiAgentEnv
 
 log = logging.getLogger("valuegym.train")
 
@@ -104,12 +98,7 @@ def training_plan(cfg: DictConfig, scenario: Scenario) -> TrainingPlan:
         )
     except ValueError as error:
         raise ValueError(f"reward.{scenario.env} {reward} does not fit the environment: {error}") from None
-    roles = scenario.roles()
-    background = {
-        agent: with_prompt_template(agent_config(slot.policy), scenario.prompt_template)
-        for agent, slot in roles.items()
-        if slot.role == "background" and slot.policy is not None
-    }
+    background = {seat.agent: seat.config for seat in seat_configs(scenario, focal=None)}
     focal = [agent for agent in scenario.agent_ids() if agent not in background]
     affect = None
     if cfg.affect.enabled:

@@ -1,54 +1,39 @@
 """Any valuegym environment as an RLlib ``MultiAgentEnv`` whose agents are the learners.
 
-The adapter is deliberately thin and generic:
+Training glue, beside the runner: this is where RL training joins environments and agents.
 
 * **Agents.** Only the focal seats are RLlib agents (``agents``, ``possible_agents``,
   ``observation_spaces``, ``action_spaces``). Background seats (a scenario's ``slots``
   with ``role: background``) are played *inside* the adapter by the policy their slot
-  names, built with :func:`valuegym.agents.make_policy` (scripted or LLM), so RLlib never
-  sees them and training cannot change them.
-* **Observations.** A ``Dict`` observation with an action mask becomes
-  ``{"observations": ..., "action_mask": ...}``, the keys of RLlib's action-masking
-  convention (PettingZoo's key is ``observation``), read by
-  :class:`~valuegym.agents.rl.module.MaskedPPOTorchRLModule`; a ``Box`` observation (e.g.
-  co-evolution, whose action is continuous) passes through.
-  :func:`module_observation` is the one conversion, shared with the checkpoint-backed
-  policy so a trained module sees the same inputs when it plays in the runner.
+  names, built by the runner's seat builder (:func:`valuegym.runner.seats.build_seats`),
+  so RLlib never sees them and training cannot change them.
+* **Observations** are converted by :func:`valuegym.agents.rl.observation.module_observation`,
+  the one conversion, shared with the checkpoint-backed policy so a trained module sees the
+  same inputs when it plays in the runner.
 * **Rewards** are the environment's own, from the scenario's reward parameters (the
-  training config merges its reward overrides into them), plus optional affect shaping.
-* **Affect** (optional): per focal agent, guilt and satisfaction levels follow
-  ``infos[agent]["events"]`` (:mod:`valuegym.agents.affect`); the reward gains
-  ``w_s·satisfaction − w_g·guilt`` every step and, if asked, the observation gains the levels.
+  training config merges its reward overrides into them), plus optional affect shaping
+  (:class:`~valuegym.agents.rl.observation.AffectShaping`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import gymnasium
 import numpy as np
 from ray.rllib.env.multi_agent_env import MultiAgentEnv
 
-from valuegym.agents import make_policy
 from valuegym.agents.policy import AgentContext, Policy, Turn, decide_grouped
-from valuegym.agents.rl.module import ACTION_MASK, OBSERVATIONS
+from valuegym.agents.rl.observation import (
+    AffectShaping,
+    AffectShapingConfig,
+    module_observation,
+    module_observation_space,
+)
 from valuegym.envs import make_parallel
-
-#: PettingZoo-side key of the numeric observation inside a masked ``Dict`` observation
-ENV_OBSERVATION = "observation"
-
-
-@dataclass(frozen=True)
-class AffectShapingConfig:
-    """How affect shapes training: the regulator's parameters (its reward weights included)
-    and whether the levels are also observed."""
-
-    params: Mapping[str, Any] = field(default_factory=dict)  # valuegym.agents.affect.AffectParams fields
-    features: bool = True
+from valuegym.runner.seats import SeatConfig, build_seats
 
 
 @dataclass(frozen=True)
@@ -72,81 +57,6 @@ class AdapterConfig:
         if isinstance(affect, Mapping):
             values["affect"] = AffectShapingConfig(**affect)
         return cls(**values)
-
-
-# ---------------------------------------------------------------------- observations
-def is_masked(space: gymnasium.Space) -> bool:
-    """True for the ``Dict({"observation", "action_mask"})`` observations of discrete envs."""
-    return isinstance(space, gymnasium.spaces.Dict) and set(space.spaces) == {ENV_OBSERVATION, ACTION_MASK}
-
-
-def _with_features(box: gymnasium.spaces.Box, n_features: int) -> gymnasium.spaces.Box:
-    if n_features == 0:
-        return box
-    low = np.concatenate([box.low.astype(np.float32), np.full(n_features, -np.inf, np.float32)])
-    high = np.concatenate([box.high.astype(np.float32), np.full(n_features, np.inf, np.float32)])
-    return gymnasium.spaces.Box(low, high, dtype=np.float32)
-
-
-def module_observation_space(space: gymnasium.Space, n_features: int = 0) -> gymnasium.Space:
-    """The observation space the RL module sees for an environment observation space."""
-    if is_masked(space):
-        mask = space[ACTION_MASK]
-        return gymnasium.spaces.Dict(
-            {
-                OBSERVATIONS: _with_features(space[ENV_OBSERVATION], n_features),
-                ACTION_MASK: gymnasium.spaces.Box(0.0, 1.0, mask.shape, dtype=np.float32),
-            }
-        )
-    if isinstance(space, gymnasium.spaces.Box) and len(space.shape) == 1:
-        return _with_features(space, n_features)
-    raise ValueError(
-        "RL training supports a flat Box observation or a Dict with keys 'observation' and "
-        f"'action_mask'; got {space}"
-    )
-
-
-def module_observation(observation: Any, features: np.ndarray | None = None) -> Any:
-    """An environment observation as the RL module sees it (see :func:`module_observation_space`)."""
-    if isinstance(observation, Mapping):
-        return {
-            OBSERVATIONS: _flat(observation[ENV_OBSERVATION], features),
-            ACTION_MASK: np.asarray(observation[ACTION_MASK], dtype=np.float32),
-        }
-    return _flat(observation, features)
-
-
-def _flat(values: Any, features: np.ndarray | None) -> np.ndarray:
-    values = np.asarray(values, dtype=np.float32)
-    return values if features is None else np.concatenate([values, features], dtype=np.float32)
-
-
-# ---------------------------------------------------------------------- affect
-class AffectShaping:
-    """Per-agent affect levels driven by moral events: the reward shaping and the extra features.
-
-    Used by the adapter while training and by the checkpoint-backed policy while playing,
-    so a module trained with affect features is fed the same features in the runner.
-    """
-
-    def __init__(self, config: AffectShapingConfig) -> None:
-        from valuegym.agents import affect  # only runs that enable affect need the regulator
-
-        self._affect = affect
-        self.params = affect.AffectParams.from_config(config.params)
-        self.n_features = len(self.features(self.initial())) if config.features else 0
-
-    def initial(self) -> Any:
-        return self._affect.AffectLevels()
-
-    def update(self, levels: Any, events: Sequence[Mapping[str, Any]]) -> Any:
-        return self._affect.update_levels(levels, list(events), self.params)
-
-    def reward(self, levels: Any) -> float:
-        return float(self._affect.reward_shaping(levels, self.params))
-
-    def features(self, levels: Any) -> np.ndarray:
-        return np.asarray(self._affect.affect_features(levels, self.params), dtype=np.float32)
 
 
 # ---------------------------------------------------------------------- the adapter
@@ -196,15 +106,10 @@ class ValuegymMultiAgentEnv(MultiAgentEnv):
         self.last_actions: dict[str, Any] = {}
 
     def _build_background_policies(self) -> dict[str, Policy]:
-        by_config: dict[str, Policy] = {}  # one policy object per distinct config, as in the runner
-        policies: dict[str, Policy] = {}
-        for agent in self.background_agents:
-            config = self.config.background[agent]
-            key = json.dumps(config, sort_keys=True, default=str)
-            if key not in by_config:
-                by_config[key] = make_policy(config, self.config.env)
-            policies[agent] = by_config[key]
-        return policies
+        configs = [
+            SeatConfig(agent, "background", self.config.background[agent]) for agent in self.background_agents
+        ]
+        return {agent: seat.policy for agent, seat in build_seats(configs, self.config.env).items()}
 
     def _seed_stream(self, seed: int) -> np.random.Generator:
         """The episode seeds of this sub-environment from ``seed``."""
@@ -297,7 +202,7 @@ class ValuegymMultiAgentEnv(MultiAgentEnv):
 
     def close(self) -> None:
         for policy in self._unique_background_policies():
-            policy.close()
+            self._loop.run_until_complete(policy.close())  # in the loop the policies ran in
         self._loop.close()
         self.env.close()
 
