@@ -1,8 +1,9 @@
 """The affect regulator: guilt and satisfaction from moral events, wrapped around any policy.
 
 A reconstruction of DECIDE-SIM's Ethical Self-Regulation System (ESRS; Mohamadi et al. 2025,
-arXiv:2509.12190, code ``alirezamohamadiam/DECIDE-SIM`` at ``186f863``). Design note:
-``shared/design/decide-sim.md`` §3; user documentation: ``docs/affect.md``.
+arXiv:2509.12190, code ``alirezamohamadiam/DECIDE-SIM`` at ``186f863``, its
+``simulation/configs/base_config.py`` and ``simulation/core/game_engine.py``); user documentation:
+``docs/affect.md``.
 
 Faithful to the released code:
 

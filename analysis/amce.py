@@ -2,9 +2,10 @@
 
 Input: responses in Awad's ``SharedResponses`` layout, two rows per scenario (one per group,
 ``Saved`` = 1 if that group survives): the ``responses/`` dataset of a valuegym run directory,
-or a CSV (Awad's data, Takemoto's LLM data). See ``../shared/design/moral-machine.md`` §6-9.
+or a CSV (Awad's data, Takemoto's LLM data): Awad et al. 2018, "The Moral Machine experiment",
+Nature 563:59-64, its ``SharedResponses`` description (osf.io/wt6mc) and estimator code.
 
-The estimator (§7, Awad's ``GetMainEffectSizes``): for each attribute, a weighted least-squares
+The estimator (Awad's ``GetMainEffectSizes``): for each attribute, a weighted least-squares
 regression ``decision ~ 1 + 1[level = effect level]`` on that attribute's subset of rows, with
 weights ``1 / p``, ``p`` the design probability of the row's (Intervention, Barrier, PedPed,
 CrossingSignal) cell. The coefficient is the AMCE (Awad's ΔP). The probabilities are those of
@@ -119,7 +120,8 @@ REQUIRED_COLUMNS: tuple[str, ...] = (
 
 
 #: reference populations compared with the diff-4 effect instead of the pooled No. Characters:
-#: Awad's global bar is the 4-extra-characters effect (design note §8)
+#: Awad's global bar is the 4-extra-characters effect (in Awad's plotting code the visible No. Characters
+#: bar is drawn at the largest of the per-difference estimates, and the pooled bar is hidden)
 REFERENCE_USES_DIFF_4: frozenset[str] = frozenset({"Global"})
 
 Design = str | Mapping[str, Mapping[str, float]] | None

@@ -6,8 +6,6 @@ actions (precomputed) drive both environments.
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 from pettingzoo import ParallelEnv
 
@@ -36,11 +34,9 @@ class DoNothingEnv(ParallelEnv):
         self._obs = {a: self._spaces[a][0].sample() for a in self.possible_agents}
         self.max_turns = max_turns
 
-    @functools.cache
-    def observation_space(self, agent):
+    def observation_space(self, agent):  # built once, as in the valuegym envs
         return self._spaces[agent][0]
 
-    @functools.cache
     def action_space(self, agent):
         return self._spaces[agent][1]
 

@@ -25,8 +25,8 @@ from valuegym.scenarios.schema import (
     Scenario,
     ScenarioError,
     Slot,
-    _suggest,
     read_document,
+    suggest,
     validate_data,
 )
 
@@ -166,7 +166,7 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
         return validate_file(path)
     files = scenario_files()
     if str(name_or_path) not in files:
-        hint = _suggest(str(name_or_path), list(files))
+        hint = suggest(str(name_or_path), list(files))
         raise ValueError(f"unknown scenario {str(name_or_path)!r}{hint}; known: {', '.join(sorted(files))}")
     return validate_file(files[str(name_or_path)])
 

@@ -33,7 +33,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from difflib import get_close_matches
-from importlib import import_module, resources
+from importlib import resources
 from importlib.util import find_spec
 from pathlib import Path
 from types import ModuleType, UnionType
@@ -296,7 +296,8 @@ _UNION_TAG = re.compile(r"[\[\]()]")  # pydantic's loc parts naming a union memb
 _QUOTED = re.compile(r"'([^']*)'")
 
 
-def _suggest(word: str, choices: Sequence[str]) -> str:
+def suggest(word: str, choices: Sequence[str]) -> str:
+    """`` (did you mean 'x'?)`` for the choice closest to a misspelt ``word``, or ``""``."""
     close = get_close_matches(word, list(choices), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
@@ -339,7 +340,7 @@ def _describe_error(error: Mapping[str, Any], model: type[BaseModel], loc: Loc) 
     if kind == "extra_forbidden":
         owner = _model_at(model, loc)
         fields = list(owner.model_fields) if owner else []
-        hint = _suggest(str(loc[-1]), fields)
+        hint = suggest(str(loc[-1]), fields)
         return f"unknown key {loc[-1]!r}{hint}" + (
             "" if hint or not fields else f"; valid keys: {', '.join(fields)}"
         )
@@ -349,7 +350,7 @@ def _describe_error(error: Mapping[str, Any], model: type[BaseModel], loc: Loc) 
         described = f" ({field.description})" if field is not None and field.description else ""
         return f"required field is missing{described}"
     if kind == "literal_error" and isinstance(given, str):
-        return f"{message}, got {given!r}{_suggest(given, _QUOTED.findall(error['ctx']['expected']))}"
+        return f"{message}, got {given!r}{suggest(given, _QUOTED.findall(error['ctx']['expected']))}"
     if kind in ("value_error", "assertion_error"):
         return (
             message.split(", ", 1)[1]
@@ -415,7 +416,7 @@ class Slot(BaseModel):
         if policy is not None:
             known = agent_configs()
             if policy not in known:
-                hint = _suggest(policy, known) or f"; known: {', '.join(known)}"
+                hint = suggest(policy, known) or f"; known: {', '.join(known)}"
                 raise ValueError(f"no agent config conf/agent/{policy}.yaml{hint}")
         return policy
 
@@ -453,7 +454,7 @@ class Scenario(BaseModel):
     def _known_env(cls, env: str) -> str:
         if env not in ENVIRONMENTS:
             raise ValueError(
-                f"unknown environment {env!r}{_suggest(env, sorted(ENVIRONMENTS))}; "
+                f"unknown environment {env!r}{suggest(env, sorted(ENVIRONMENTS))}; "
                 f"known environments: {', '.join(sorted(ENVIRONMENTS))}"
             )
         return env
@@ -495,7 +496,7 @@ class Scenario(BaseModel):
                     problems.append(
                         Problem(
                             ("slots", i, "agents", j),
-                            f"unknown agent {agent!r}{_suggest(agent, self._agents)}; "
+                            f"unknown agent {agent!r}{suggest(agent, self._agents)}; "
                             f"this scenario's agents are: {', '.join(self._agents)}",
                         )
                     )
@@ -542,7 +543,7 @@ def check_params(env: str, params: Mapping[str, Any]) -> tuple[dict[str, Any] | 
 
 def env_module(env: str) -> ModuleType:
     """The module of a registered environment (``ENVIRONMENTS``); never a name from a file."""
-    return import_module(ENVIRONMENTS[env][1])
+    return ENVIRONMENTS[env].module()
 
 
 def data_file_fields(module: ModuleType) -> dict[str, type[BaseModel]]:

@@ -10,9 +10,13 @@ from typing import Any
 
 import pytest
 
+from valuegym import limit_blas_threads, quiet_library_logs
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 
+limit_blas_threads()  # the test suite is an entry point, as `valuegym run` is
+quiet_library_logs()
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 

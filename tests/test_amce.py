@@ -17,7 +17,8 @@ from valuegym.analysis import amce
 from valuegym.envs.moral_machine import design
 from valuegym.envs.moral_machine.moral_machine import parallel_env
 
-#: Awad's estimator on Takemoto's gpt-4-0613 responses (design note §8)
+#: Awad's estimator on Takemoto's released gpt-4-0613 responses (Takemoto 2024, R. Soc. Open Sci. 11:231393;
+#: 9,502 valid of 10,000), as derived once from those responses
 GPT4_0613 = {
     "Intervention": 0.150,
     "Relation to AV": 0.452,
@@ -229,7 +230,7 @@ def test_cli_names_what_is_wrong(tmp_path: Path, capsys: pytest.CaptureFixture[s
 
 
 def test_distance_between_published_llms_and_humans_matches_takemoto_table_s1(shared_data: Path) -> None:
-    # design note §7: recomputing d from table_S2 reproduces table_S1 (GPT-4 0.7623, Llama 2 7B 1.0771)
+    # Takemoto's supplementary tables: recomputing d from table_S2 reproduces table_S1 (GPT-4 0.7623, Llama 2 7B 1.0771)
     table_s2 = shared_data / "takemoto2026_llm_amce_table_s2.csv"
     humans = amce.llm_reference(table_s2, ["Human"])
     for model, published in (("GPT-4(Apr'24)", 0.7623), ("Llama 2 7B", 1.0771), ("GPT-3.5(Jan'24)", 0.7964)):

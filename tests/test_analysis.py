@@ -517,7 +517,7 @@ def test_report_adds_the_amce_section_when_responses_exist(shared_data: Path, tm
     assert main([str(run), "--bootstrap", "50"]) == 0
     report = (run / "report.md").read_text()
     assert "## Moral Machine: AMCE" in report
-    assert "| Intervention | 0.150 [0.1" in report  # the published estimate (design note §5)
+    assert "| Intervention | 0.150 [0.1" in report  # Awad's estimator on Takemoto's gpt-4-0613 responses
     assert "| No. Characters (diff 4) | 0.887 [" in report and "n=89 |" in report
     assert "## Archetypes" not in report  # DECIDE-SIM sections only with DECIDE-SIM records
     assert len(embedded_images((run / "report.html").read_text())) == 2  # the AMCE chart, the value profile

@@ -336,7 +336,8 @@ def test_checkpoint_agent_observes_affect_as_in_training(tmp_path: Path) -> None
     state = policy.initial_state(AgentContext("Alpha", "decide_sim", seats, {}, adapter.episode_seed))
     guilt = []
     for entry in plan:
-        seen = policy.observe(Turn("Alpha", replay_observations["Alpha"], replay_infos["Alpha"], state))
+        turn = Turn("Alpha", replay_observations["Alpha"], replay_infos["Alpha"], state)
+        seen, state = policy.observe(turn)  # a new state: the levels after this turn's events
         assert np.array_equal(seen["observations"], observations["Alpha"]["observations"])
         assert np.array_equal(seen["action_mask"], observations["Alpha"]["action_mask"])
         guilt.append(float(seen["observations"][-2]))

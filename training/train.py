@@ -38,6 +38,7 @@ from ray.rllib.core.rl_module.multi_rl_module import MultiRLModuleSpec
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from tqdm import tqdm
 
+from valuegym import quiet_library_logs
 from valuegym.agents.rl.module import MaskedPPOTorchRLModule
 from valuegym.agents.rl.observation import AffectShapingConfig, is_masked
 from valuegym.agents.rl.policy import CheckpointInfo
@@ -270,6 +271,7 @@ def ray_session(address: str | None, num_cpus: int | None) -> Iterator[None]:
 @hydra.main(version_base="1.3", config_path="pkg://valuegym.conf", config_name="train")
 def train_job(cfg: DictConfig) -> None:
     """One Hydra job: train on the chosen scenario into the job's output directory."""
+    quiet_library_logs()
     hydra_config = HydraConfig.get()
     run_dir = Path(hydra_config.runtime.output_dir)
     scenario = scenario_from_dict(

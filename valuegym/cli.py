@@ -23,8 +23,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from valuegym.scenarios import register_scenarios, scenario_from_dict
-from valuegym.scenarios.schema import ScenarioError
+from valuegym import limit_blas_threads, quiet_library_logs
 
 log = logging.getLogger("valuegym")
 
@@ -36,6 +35,7 @@ OmegaConf.register_new_resolver("valuegym_pid", os.getpid, use_cache=True, repla
 
 def _experiment(cfg: DictConfig) -> Any:
     from valuegym.runner.experiment import Experiment
+    from valuegym.scenarios import scenario_from_dict
 
     choices = HydraConfig.get().runtime.choices
     scenario = scenario_from_dict(
@@ -95,7 +95,9 @@ def run_job(cfg: DictConfig) -> None:
         RunStoppedError,
         run_experiment,
     )
+    from valuegym.scenarios.schema import ScenarioError
 
+    quiet_library_logs()
     hydra_config = HydraConfig.get()
     run_dir = Path(hydra_config.runtime.output_dir)
     try:  # a sweep's job is checked here (a single run was checked before Hydra started)
@@ -165,8 +167,10 @@ def _hydra(app: Callable[[], None], argv: list[str], prog: str) -> int:
 
 def _run(argv: list[str]) -> int:
     """``valuegym run``: the inputs are checked before Hydra writes or prints anything."""
+    limit_blas_threads()  # before anything imports numpy; the episode processes inherit it
     from valuegym.inputs import InputError, check_run_arguments
     from valuegym.runner.run import EXIT_INVALID_INPUT
+    from valuegym.scenarios import register_scenarios
 
     register_scenarios()  # only the commands that compose scenarios read them
     try:
@@ -179,6 +183,7 @@ def _run(argv: list[str]) -> int:
 
 def _train(argv: list[str]) -> int:
     from valuegym.inputs import InputError, check_secrets
+    from valuegym.scenarios import register_scenarios
 
     try:
         check_secrets(argv)

@@ -10,46 +10,34 @@ import inspect
 from collections.abc import Mapping
 from difflib import get_close_matches
 from functools import cache
-from importlib import import_module
 from typing import Any, get_type_hints
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from valuegym.agents.policy import Policy
+from valuegym.agents.scripted import coevolution, decide_sim, dilemma, generic, moral_machine
 
-GENERIC: dict[str, str] = {"random": "valuegym.agents.scripted.generic:RandomPolicy"}
+GENERIC: dict[str, type[Policy]] = {"random": generic.RandomPolicy}
 
-#: env_name -> scripted name -> "module:Class"
-BY_ENV: dict[str, dict[str, str]] = {
+#: env_name -> scripted name -> policy class
+BY_ENV: dict[str, dict[str, type[Policy]]] = {
     "decide_sim": {
-        name: f"valuegym.agents.scripted.decide_sim:{cls}"
-        for name, cls in {
-            "idle": "IdlePolicy",
-            "ethical": "EthicalPolicy",
-            "exploitative": "ExploitativePolicy",
-            "context_dependent": "ContextDependentPolicy",
-            "cooperative": "CooperativePolicy",
-            "tempted": "TemptedPolicy",
-        }.items()
+        "idle": decide_sim.IdlePolicy,
+        "ethical": decide_sim.EthicalPolicy,
+        "exploitative": decide_sim.ExploitativePolicy,
+        "context_dependent": decide_sim.ContextDependentPolicy,
+        "cooperative": decide_sim.CooperativePolicy,
+        "tempted": decide_sim.TemptedPolicy,
     },
-    "moral_machine": {
-        name: f"valuegym.agents.scripted.moral_machine:{cls}"
-        for name, cls in {"utility": "UtilityPolicy", "first": "FirstCasePolicy"}.items()
-    },
+    "moral_machine": {"utility": moral_machine.UtilityPolicy, "first": moral_machine.FirstCasePolicy},
     "coevolution": {
-        name: f"valuegym.agents.scripted.coevolution:{cls}"
-        for name, cls in {
-            "static": "StaticPolicy",
-            "follower": "FollowerPolicy",
-            "extrapolative": "ExtrapolativePolicy",
-            "approval_max": "ApprovalMaxPolicy",
-            "oracle": "OraclePolicy",
-        }.items()
+        "static": coevolution.StaticPolicy,
+        "follower": coevolution.FollowerPolicy,
+        "extrapolative": coevolution.ExtrapolativePolicy,
+        "approval_max": coevolution.ApprovalMaxPolicy,
+        "oracle": coevolution.OraclePolicy,
     },
-    "dilemma": {
-        name: f"valuegym.agents.scripted.dilemma:{cls}"
-        for name, cls in {"value_ranker": "ValueRankerPolicy"}.items()
-    },
+    "dilemma": {"value_ranker": dilemma.ValueRankerPolicy},
 }
 
 
@@ -59,16 +47,15 @@ def available(env_name: str) -> list[str]:
 
 def policy_class(env_name: str, name: str) -> type[Policy]:
     """The class of the scripted policy ``name`` for ``env_name`` (a ``ValueError`` listing the choices)."""
-    target = BY_ENV.get(env_name, {}).get(name) or GENERIC.get(name)
-    if target is None:
+    found = BY_ENV.get(env_name, {}).get(name) or GENERIC.get(name)
+    if found is None:
         close = get_close_matches(name, available(env_name), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ValueError(
             f"no scripted agent {name!r} for environment {env_name!r}{hint}; "
             f"available: {', '.join(available(env_name))}"
         )
-    module, cls = target.split(":")
-    return getattr(import_module(module), cls)
+    return found
 
 
 def make_scripted(env_name: str, name: str, params: Mapping[str, Any] | None = None) -> Policy:

@@ -11,7 +11,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Annotated, Any
 
-import numpy as np
 from pydantic import Field
 
 from valuegym.agents.policy import AgentContext, Decision, SyncPolicy, Turn

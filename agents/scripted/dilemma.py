@@ -14,7 +14,6 @@ from collections.abc import Mapping, Sequence
 from difflib import get_close_matches
 from typing import Annotated, Any
 
-import numpy as np
 from pydantic import Field
 
 from valuegym.agents.policy import AgentContext, Decision, SyncPolicy, Turn

@@ -20,7 +20,7 @@ import numpy as np
 from pydantic import Field
 
 from valuegym.agents.policy import AgentContext, Decision, SyncPolicy, Turn
-from valuegym.agents.scripted.generic import agent_rng
+from valuegym.agents.scripted.generic import RandomStream
 
 #: per-character trait scores; the group's score is the mean over its characters
 TRAIT_SCORES: dict[str, tuple[str, dict[str | None, float]]] = {
@@ -95,14 +95,14 @@ class UtilityPolicy(SyncPolicy):
         return {**self.weights, "conformity": self.conformity}
 
     def initial_state(self, context: AgentContext) -> dict[str, Any]:
-        return {"rng": agent_rng(context), "dilemma": None, "draw": 0.0}
+        return {"stream": RandomStream.of(context), "dilemma": None, "draw": 0.0}
 
     def step(self, turn: Turn) -> tuple[Decision, Any]:
         situation = turn.info["situation"]
         state = dict(turn.state)
         if state["dilemma"] != situation["dilemma"]:  # a new dilemma: a new random draw
             state["dilemma"] = situation["dilemma"]
-            state["draw"] = float(state["rng"].random())
+            state["draw"], state["stream"] = state["stream"].draw(lambda rng: float(rng.random()))
         first, second = situation["cases"]
         choose_first = state["draw"] < _logistic(self.logit(situation))
         chosen = first if choose_first else second

@@ -7,7 +7,6 @@ the package docstring (``__init__.py``), the formulas of the measurements in ``m
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import mesa
@@ -33,7 +32,6 @@ from valuegym.envs.coevolution.trajectory import Trajectory
 #: the population's random stream of an episode seed (the synthetic trajectory has its own)
 POPULATION_STREAM = 1
 # Mesa 3.3 logs every Model.step at INFO; one step per round would flood the run logs.
-logging.getLogger("MESA.mesa.model").setLevel(logging.WARNING)
 
 
 class HumanAgent(mesa.Agent):

@@ -1,4 +1,4 @@
-"""Review fixes shared by the environments: stepping a finished episode is an error, envs are
+"""The contract every environment keeps: stepping a finished episode is an error, envs are
 freed once dropped, a dilemma file is read once, every agent gets its own observation arrays,
 and path parameters (``x-path``) are resolved relative to the scenario file."""
 
