@@ -52,8 +52,19 @@ class Run:
 
 
 def is_run_dir(path: Path) -> bool:
-    """True when ``path`` holds a manifest or at least one dataset folder."""
-    return (path / "manifest.json").is_file() or any((path / name).is_dir() for name in DATASETS)
+    """True when ``path`` holds a manifest, a core dataset folder or any folder of Parquet parts."""
+    return (
+        (path / "manifest.json").is_file()
+        or any((path / name).is_dir() for name in DATASETS)
+        or any(_is_dataset(folder) for folder in path.iterdir())
+    )
+
+
+def _is_dataset(folder: Path) -> bool:
+    """A folder of Parquet parts named like a dataset (job folders of a multirun are numbers)."""
+    return (
+        folder.is_dir() and bool(_DATASET_NAME.fullmatch(folder.name)) and any(folder.glob("part-*.parquet"))
+    )
 
 
 def find_runs(paths: Iterable[str | Path]) -> list[Run]:
@@ -76,7 +87,7 @@ def find_runs(paths: Iterable[str | Path]) -> list[Run]:
         )
         if not jobs:
             raise RecordsError(
-                f"{given}: not a run directory (no manifest.json and no dataset folder among "
+                f"{given}: not a run directory (no manifest.json and no dataset folder such as "
                 f"{', '.join(DATASETS)}) and not a multirun directory (no numbered job "
                 "directories 0/, 1/, ... holding runs)"
             )
@@ -92,12 +103,7 @@ def find_runs(paths: Iterable[str | Path]) -> list[Run]:
 
 def datasets_of(runs: Sequence[Run]) -> list[str]:
     """The datasets ``runs`` hold (folders of Parquet parts), core ones first."""
-    found = {
-        folder.name
-        for run in runs
-        for folder in run.path.iterdir()
-        if folder.is_dir() and _DATASET_NAME.fullmatch(folder.name) and any(folder.glob("part-*.parquet"))
-    }
+    found = {folder.name for run in runs for folder in run.path.iterdir() if _is_dataset(folder)}
     return [*(name for name in DATASETS if name in found), *sorted(found - set(DATASETS))]
 
 
