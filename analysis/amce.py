@@ -288,10 +288,10 @@ def amce_table(
     decided dilemmas (clusters) the estimate rests on; ``below_minimum`` flags fewer than
     ``min_decisions``. ``design``: see :func:`design_probabilities`.
     """
-    return _amce_of_prepared(prepare(responses, decision_column), design, min_decisions)
+    return amce_of_prepared(prepare(responses, decision_column), design, min_decisions)
 
 
-def _amce_of_prepared(
+def amce_of_prepared(
     frame: pd.DataFrame, design: Design, min_decisions: int = MIN_DECISIONS
 ) -> pd.DataFrame:
     """:func:`amce_table` of responses already passed through :func:`prepare`."""
@@ -730,7 +730,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         responses, default_out = load_responses(Path(args.path))
         prepared = prepare(responses, args.decision_column)
-        table = _amce_of_prepared(prepared, args.design, args.min_amce_decisions)
+        table = amce_of_prepared(prepared, args.design, args.min_amce_decisions)
         refusals = _refusals_of_prepared(prepared)
         reference = reference_from_options(args)
     except (AmceError, records.RecordsError) as error:

@@ -161,7 +161,7 @@ def find_amce_groups(
             prepared = amce.prepare(rows)
         except amce.AmceError as error:
             raise records.RecordsError(f"responses records: {error}") from None
-        table = amce._amce_of_prepared(prepared, None, options.min_amce_decisions)
+        table = amce.amce_of_prepared(prepared, None, options.min_amce_decisions)
         draws = amce.bootstrap_amces(prepared, None, seed=options.paired.seed)
         distances = amce.distance_to_reference(table, reference, draws, options.paired.level)
         groups.append(

@@ -273,7 +273,7 @@ def test_cells_below_the_minimum_are_flagged_and_left_out_of_distances() -> None
 def test_gpt4_distance_has_a_cluster_bootstrap_interval(shared_data: Path) -> None:
     responses = pd.read_csv(shared_data / "takemoto2024_gpt4_0613_responses.csv")
     prepared = amce.prepare(responses, "SavedGPT4")
-    table = amce._amce_of_prepared(prepared, None)
+    table = amce.amce_of_prepared(prepared, None)
     assert table.set_index("attribute").loc[amce.by_difference(4), "decisions"] == 89
     assert not table["below_minimum"].any()
     draws = amce.bootstrap_amces(prepared, None, resamples=300)

@@ -1,7 +1,8 @@
 """One episode: the environment steps, every policy decides for its agents together,
 and the records of the episode are assembled.
 
-This is the only place where environments and agents meet.
+Environments and agents meet only in glue: here, for the episodes a run records, and in RL
+training (``training/env_adapter.py``); both seat their policies with :mod:`valuegym.runner.seats`.
 """
 
 from __future__ import annotations
