@@ -272,7 +272,7 @@ class AffectState:
     env_name: str
 
 
-class AffectRegulatedPolicy(Policy):
+class AffectRegulatedPolicy(Policy[AffectState]):
     """Feels the moral events of each step and tells the inner policy via ``info["affect"]``.
 
     Records: ``guilt`` and ``satisfaction`` (the levels the agent decided with; null when

@@ -139,7 +139,7 @@ class HumanState:
     unanswered: int = 0  # turns in a row that timed out
 
 
-class HumanPolicy(Policy):
+class HumanPolicy(Policy[HumanState]):
     """A person decides, through ``valuegym serve``'s seat page."""
 
     name = "human"

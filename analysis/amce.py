@@ -291,9 +291,7 @@ def amce_table(
     return amce_of_prepared(prepare(responses, decision_column), design, min_decisions)
 
 
-def amce_of_prepared(
-    frame: pd.DataFrame, design: Design, min_decisions: int = MIN_DECISIONS
-) -> pd.DataFrame:
+def amce_of_prepared(frame: pd.DataFrame, design: Design, min_decisions: int = MIN_DECISIONS) -> pd.DataFrame:
     """:func:`amce_table` of responses already passed through :func:`prepare`."""
     decided, subsets = _decided_subsets(frame, design)
     rows = []

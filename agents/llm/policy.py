@@ -507,7 +507,7 @@ def _agent_key(agent: str) -> int:
     return zlib.crc32(agent.encode("utf-8"))  # stable across processes, unlike hash()
 
 
-class LLMPolicy(Policy):
+class LLMPolicy(Policy[LLMAgentState]):
     """Decides by asking a language model; see the module docstring."""
 
     def __init__(self, config: LLMConfig, env_name: str, *, base_backend: LLMBackend | None = None) -> None:

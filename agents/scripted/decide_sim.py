@@ -156,7 +156,7 @@ class TemptedState:
     heading_to_grid: bool = False
 
 
-class TemptedPolicy(SyncPolicy):
+class TemptedPolicy(SyncPolicy[TemptedState]):
     """Ethical, except that when short of power it turns to the grid with probability ``tap_probability``.
 
     "Short" means below what survival needs, plus ``greed``: with ``greed: 0`` a tap (+10)

@@ -20,7 +20,7 @@ from valuegym.agents.policy import AgentContext, Decision, SyncPolicy, Turn
 from valuegym.agents.scripted.generic import RandomStream
 
 
-class ValueRankerPolicy(SyncPolicy):
+class ValueRankerPolicy(SyncPolicy[RandomStream]):
     """Chooses the option that best upholds ``ranking`` (most important value first)."""
 
     name = "scripted/value_ranker"
