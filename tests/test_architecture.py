@@ -192,3 +192,23 @@ def test_what_the_rules_allow_passes(tmp_path: Path) -> None:
         "training/good.py": "from valuegym.envs.decide_sim import Params\n",  # the glue may
     }
     assert violations(_tree(tmp_path, allowed)) == []
+
+
+def test_every_top_level_package_installs_as_valuegym_dot_its_folder() -> None:
+    """The layout rule a newcomer can guess: folder ``X`` is ``valuegym.X`` (``valuegym/`` is the root)."""
+    mapping = package_dirs(ROOT)
+    for name, folder in mapping.items():
+        assert folder.parent == ROOT and name == (
+            "valuegym" if folder.name == "valuegym" else f"valuegym.{folder.name}"
+        )
+    packages = {p.name for p in ROOT.iterdir() if (p / "__init__.py").is_file()} - {"bench"}  # bench: scripts
+    assert packages == {folder.name for folder in mapping.values()}
+
+
+def test_every_subpackage_is_listed_for_installation() -> None:
+    """A folder with ``__init__.py`` missing from ``[tool.setuptools] packages`` would be left out of a
+    wheel (an editable install hides it)."""
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    listed = set(config["tool"]["setuptools"]["packages"])
+    found = {name for name, path in modules(ROOT).items() if path.name == "__init__.py"}
+    assert found == listed
