@@ -89,7 +89,7 @@ def _outside_the_envelope(data: dict[str, Any], document: Any) -> list[Problem]:
         document.locate(
             Problem(
                 (str(key),),
-                f"unknown key {key!r}{_suggest(str(key), fields)}; valid keys: {', '.join(fields)}",
+                f"unknown key {key!r}{suggest(str(key), fields)}; valid keys: {', '.join(fields)}",
             )
         )
         for key in data
