@@ -30,8 +30,8 @@ class FaultyPolicy(SyncPolicy):
 
 if __name__ == "__main__":
     from valuegym import cli
-    from valuegym.runner import experiment
+    from valuegym.runner import seats
 
     ids = frozenset(int(i) for i in sys.argv[1].split(",") if i)
-    experiment.make_policy = lambda cfg, env_name: FaultyPolicy(ids)  # type: ignore[assignment]
+    seats.make_policy = lambda cfg, env_name: FaultyPolicy(ids)  # type: ignore[assignment]
     sys.exit(cli.main(["run", *sys.argv[2:]]))

@@ -179,16 +179,14 @@ def test_a_failed_preflight_leaves_the_manifest_failed_and_the_earlier_rows(
     exp = Experiment(
         scenario=load_scenario("decide_sim/low"), agent=agent_config("scripted/idle"), episodes=3
     )
-    monkeypatch.setattr(
-        "valuegym.runner.experiment.make_policy", lambda cfg, env: FaultyPolicy(frozenset({1}))
-    )
+    monkeypatch.setattr("valuegym.runner.seats.make_policy", lambda cfg, env: FaultyPolicy(frozenset({1})))
     assert run_experiment(exp, tmp_path, quiet=True).failed == 1
 
     class Unreachable(FaultyPolicy):
         async def preflight(self) -> None:
             raise ConnectionError("no server answers at http://127.0.0.1:9/v1")
 
-    monkeypatch.setattr("valuegym.runner.experiment.make_policy", lambda cfg, env: Unreachable(frozenset()))
+    monkeypatch.setattr("valuegym.runner.seats.make_policy", lambda cfg, env: Unreachable(frozenset()))
     rows = tree_digest(tmp_path / "episodes")
     with pytest.raises(RunPreflightError, match="no server answers"):
         run_experiment(dataclasses.replace(exp), tmp_path, quiet=True)

@@ -1,10 +1,10 @@
 """valuegym: multi-agent simulations of value-laden decisions.
 
 Layout: every top-level folder ``X`` of the repository installs as ``valuegym.X`` (``envs/`` is
-``valuegym.envs``, ``agents/`` is ``valuegym.agents``, ``training/`` is ``valuegym.training``,
-likewise ``scenarios/``, ``conf/``, ``analysis/``, ``app/``; pyproject.toml's package-dir mapping).
-This folder is the package root; it holds only glue that belongs to no other folder: the
-``valuegym`` command (``cli.py``), the demo, the runner (``runner/``) and the records (the writer
+``valuegym.envs``, ``runner/`` is ``valuegym.runner``, ``training/`` is ``valuegym.training``,
+likewise ``agents/``, ``scenarios/``, ``conf/``, ``analysis/``, ``app/``; pyproject.toml's
+package-dir mapping). This folder is the package root; it holds only glue that belongs to no
+other folder: the ``valuegym`` command (``cli.py``), the demo and the records (the writer
 ``records.py`` and the schema both sides share, ``record_schema.py``).
 
 Importing valuegym changes nothing in the process: entry points (the CLI, the bench scripts,

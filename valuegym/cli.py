@@ -57,7 +57,7 @@ def write_provenance(cfg: DictConfig, run_dir: Path) -> None:
     Hydra's own writing of ``.hydra/`` is switched off (``hydra.output_subdir: null`` in
     ``conf/config.yaml``): it would happen before the run's refusal checks, so a refused run
     would overwrite the provenance of the records already there. The runner calls this once
-    the directory is claimed (``valuegym/runner/rundir.py``).
+    the directory is claimed (``runner/rundir.py``).
     """
     hydra_config = HydraConfig.get()
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))

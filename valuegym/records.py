@@ -13,7 +13,7 @@ columns) and from what the environment and the policies publish; a column nobody
 declares takes the type of its values.
 
 One process writes a run directory at a time (the runner holds its lock,
-``valuegym/runner/rundir.py``); temporary files still carry the writer's pid and a random
+``runner/rundir.py``); temporary files still carry the writer's pid and a random
 suffix (:func:`temporary_name`), so no two writers ever share one.
 """
 
