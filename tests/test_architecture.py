@@ -55,9 +55,19 @@ CONTRACTS = (
         allowed=("valuegym.scenarios", "=valuegym.envs"),
     ),
     Contract(
-        "the analysis reads records only: itself and the record schema",
+        "the analysis reads records only: itself, the record schema and the Moral Machine's design tables",
         "valuegym.analysis",
-        allowed=("valuegym.analysis", "=valuegym.record_schema"),
+        allowed=("valuegym.analysis", "=valuegym.record_schema", "=valuegym.envs.moral_machine.design"),
+    ),
+    Contract(
+        "the Moral Machine's design tables (which the analysis reads) are pure data",
+        "valuegym.envs.moral_machine.design",
+        allowed=("=valuegym.envs.moral_machine.characters",),
+    ),
+    Contract(
+        "the Moral Machine's characters are pure data",
+        "valuegym.envs.moral_machine.characters",
+        allowed=(),
     ),
     Contract(
         "the web app reads records and the human seat's files, never environment code or the runner",
