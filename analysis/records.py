@@ -29,7 +29,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as pads
 
-from valuegym.record_schema import CORE_DATASETS
+from valuegym.record_schema import CORE_DATASETS, duplicate_episodes
 
 #: the datasets every run directory holds; environments add others (see docs/architecture.md, "Records")
 DATASETS: tuple[str, ...] = tuple(CORE_DATASETS)
@@ -171,15 +171,11 @@ def check_unique_episodes(run: Run) -> None:
     parts = _parts(run, "episodes")
     if parts is None:
         return
-    ids = pd.Series(parts.to_table(columns=["episode_id"]).column("episode_id").to_pylist())
-    duplicated = sorted(set(ids[ids.duplicated()]))
-    if duplicated:
-        shown = ", ".join(map(str, duplicated[:10])) + (" ..." if len(duplicated) > 10 else "")
-        raise RecordsError(
-            f"{run.path}: episodes/ holds more than one row for episode id {shown} ({len(duplicated)} ids): "
-            "two runs wrote into this directory at once, or parts were copied in; its records are not "
-            "exactly what happened. Rerun it into a new directory"
-        )
+    problem = duplicate_episodes(
+        parts.to_table(columns=["episode_id"]).column("episode_id").to_pylist(), run.path
+    )
+    if problem is not None:
+        raise RecordsError(problem)
 
 
 def _parts(run: Run, dataset: str) -> pads.Dataset | None:

@@ -30,7 +30,7 @@ from __future__ import annotations
 import os
 import re
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from difflib import get_close_matches
 from importlib import resources
@@ -135,61 +135,57 @@ class YamlDocument:
     def locate(self, problem: Problem) -> Problem:
         return replace(problem, file=self.path, line=self.line_of(problem.loc))
 
+    def _nodes(self) -> Iterator[yaml.Node]:
+        """Every node of the file once (an alias's node is shared, not walked again)."""
+        stack, visited = [self.root], set()
+        while stack:
+            node = stack.pop()
+            if node is None or id(node) in visited:
+                continue
+            visited.add(id(node))
+            yield node
+            if isinstance(node, yaml.MappingNode):
+                stack += [part for pair in node.value for part in pair]
+            elif isinstance(node, yaml.SequenceNode):
+                stack += node.value
+
     def interpolations(self) -> list[Problem]:
         """Strings holding an OmegaConf interpolation (``${oc.env:OPENAI_API_KEY}``): Hydra would
         resolve them when the scenario runs, so a shared file could read the runner's environment
         into prompts and records. Scenario files are plain data: refused."""
-        problems: list[Problem] = []
-        stack, visited = [self.root], set()
-        while stack:
-            node = stack.pop()
-            if node is None or id(node) in visited:
-                continue
-            visited.add(id(node))
-            if isinstance(node, yaml.ScalarNode) and "${" in str(node.value):
-                problems.append(
-                    Problem(
-                        (),
-                        "interpolations (${...}) are not allowed in a scenario file: it is plain data; "
-                        "give computed values on the command line",
-                        self.path,
-                        node.start_mark.line + 1,
-                    )
-                )
-            elif isinstance(node, yaml.MappingNode):
-                stack += [part for pair in node.value for part in pair]
-            elif isinstance(node, yaml.SequenceNode):
-                stack += node.value
-        return problems
+        return [
+            Problem(
+                (),
+                "interpolations (${...}) are not allowed in a scenario file: it is plain data; "
+                "give computed values on the command line",
+                self.path,
+                node.start_mark.line + 1,
+            )
+            for node in self._nodes()
+            if isinstance(node, yaml.ScalarNode) and "${" in str(node.value)
+        ]
 
     def duplicate_keys(self) -> list[Problem]:
         """Keys given twice in one mapping (PyYAML would silently keep the last)."""
         problems: list[Problem] = []
-        stack, visited = [self.root], set()
-        while stack:
-            node = stack.pop()
-            if node is None or id(node) in visited:
+        for node in self._nodes():
+            if not isinstance(node, yaml.MappingNode):
                 continue
-            visited.add(id(node))
-            if isinstance(node, yaml.MappingNode):
-                first: dict[str, int] = {}
-                for key, value in node.value:
-                    line = key.start_mark.line + 1
-                    if isinstance(key, yaml.ScalarNode) and key.value != "<<":
-                        if key.value in first:
-                            problems.append(
-                                Problem(
-                                    (),
-                                    f"key {key.value!r} appears twice (first on line {first[key.value]}); "
-                                    "YAML would keep only the last",
-                                    self.path,
-                                    line,
-                                )
+            first: dict[str, int] = {}
+            for key, _ in node.value:
+                line = key.start_mark.line + 1
+                if isinstance(key, yaml.ScalarNode) and key.value != "<<":
+                    if key.value in first:
+                        problems.append(
+                            Problem(
+                                (),
+                                f"key {key.value!r} appears twice (first on line {first[key.value]}); "
+                                "YAML would keep only the last",
+                                self.path,
+                                line,
                             )
-                        first.setdefault(key.value, line)
-                    stack += [key, value]
-            elif isinstance(node, yaml.SequenceNode):
-                stack += node.value
+                        )
+                    first.setdefault(key.value, line)
         return problems
 
 

@@ -19,9 +19,9 @@ else ``string``; lists and dicts are stored as JSON text).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 #: Arrow type names (``pyarrow.type_for_alias``); JSON text is ``string``
 ColumnType = Literal["int64", "float64", "bool", "string"]
@@ -148,3 +148,20 @@ def declared_types(*published: ColumnTypes) -> dict[str, dict[str, str]]:
         for dataset, declared in columns.items():
             types.setdefault(dataset, {}).update(declared)
     return types
+
+
+def duplicate_episodes(episode_ids: Iterable[Any], where: object) -> str | None:
+    """What is wrong when an episode id occurs twice in ``where``'s ``episodes/`` (None: nothing).
+
+    The writer refuses to resume such a directory and the analysis refuses to read it: its
+    records are not exactly what happened, and keeping either row would hide that."""
+    seen: set[Any] = set()
+    duplicates = sorted({i for i in episode_ids if i in seen or seen.add(i)}, key=str)
+    if not duplicates:
+        return None
+    shown = ", ".join(map(str, duplicates[:10])) + (" ..." if len(duplicates) > 10 else "")
+    return (
+        f"{where}: episodes/ holds more than one row for episode id {shown} ({len(duplicates)} ids); "
+        "two runs wrote into this directory at once, or parts were copied in. Its records are not "
+        "exactly what happened: rerun into a new directory (hydra.run.dir=PATH)"
+    )

@@ -31,6 +31,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from valuegym import record_schema
 from valuegym.record_schema import declared_types
 
 
@@ -59,15 +60,9 @@ def write_atomically(target: Path, data: bytes | str) -> None:
 
 def check_unique_episodes(episode_ids: Iterable[Any], where: Path | str) -> None:
     """Raise :class:`DuplicateEpisodeError` naming ``where`` if an episode id occurs twice."""
-    seen: set[Any] = set()
-    duplicates = sorted({i for i in episode_ids if i in seen or seen.add(i)}, key=str)
-    if duplicates:
-        shown = ", ".join(map(str, duplicates[:10])) + (" ..." if len(duplicates) > 10 else "")
-        raise DuplicateEpisodeError(
-            f"{where}: episodes/ holds more than one row for episode id {shown} ({len(duplicates)} ids); "
-            "two runs wrote into this directory at once, or parts were copied in. Its records are not "
-            "exactly what happened: rerun into a new directory (hydra.run.dir=PATH)"
-        )
+    problem = record_schema.duplicate_episodes(episode_ids, where)
+    if problem is not None:
+        raise DuplicateEpisodeError(problem)
 
 
 def _array(values: list[Any], type_: pa.DataType) -> pa.Array:
