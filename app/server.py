@@ -43,7 +43,7 @@ from valuegym.agents.human import (
     read_turn,
     seat_dir,
 )
-from valuegym.agents.llm.backends import is_loopback
+from valuegym.agents.llm.networking import is_loopback
 from valuegym.app import reader
 from valuegym.app.runs import NotARunError, Root
 

@@ -24,7 +24,8 @@ from typing import Any
 import yaml
 
 from bench._common import result
-from valuegym.agents.llm.policy import LLMPolicy, parse_config
+from valuegym.agents.llm.config import parse_config
+from valuegym.agents.llm.policy import LLMPolicy
 from valuegym.agents.policy import AgentContext, Decision, Turn
 from valuegym.envs import make_parallel
 

@@ -17,8 +17,8 @@ import os
 import time
 
 from bench._common import result
-from valuegym.agents.llm.backends import bundled_smollm2_path
-from valuegym.agents.llm.policy import PromptTemplate
+from valuegym.agents.llm.backends.gguf import bundled_smollm2_path
+from valuegym.agents.llm.prompts import PromptTemplate
 from valuegym.envs import decide_sim
 
 REPEATS = 3

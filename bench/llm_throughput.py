@@ -32,12 +32,9 @@ from typing import Any
 import yaml
 
 from bench._common import result
-from valuegym.agents.llm.backends import (
-    ChatMessage,
-    CompletionRequest,
-    ConcurrencyLimitedBackend,
-    OpenAICompatibleBackend,
-)
+from valuegym.agents.llm.backends.base import ChatMessage, CompletionRequest
+from valuegym.agents.llm.backends.concurrency import ConcurrencyLimitedBackend
+from valuegym.agents.llm.backends.openai_compatible import OpenAICompatibleBackend
 from valuegym.agents.llm.testing import HOST, free_port, serve_stub_forever, wait_until_serving
 from valuegym.runner.experiment import Experiment
 from valuegym.runner.run import run_experiment

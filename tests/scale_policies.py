@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from valuegym.agents import KINDS
-from valuegym.agents.llm.backends import ChatMessage, Completion, CompletionRequest, LLMBackend
-from valuegym.agents.llm.shared_limit import SharedConcurrencyLimitedBackend
+from valuegym.agents.llm.backends.base import ChatMessage, Completion, CompletionRequest, LLMBackend
+from valuegym.agents.llm.backends.concurrency import SharedConcurrencyLimitedBackend
 from valuegym.agents.policy import AgentContext, Decision, SyncPolicy, Turn
 
 KIND = "test"

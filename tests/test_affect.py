@@ -25,8 +25,9 @@ from valuegym.agents.affect import (
     reward_shaping,
     update_levels,
 )
-from valuegym.agents.llm.backends import Completion, CompletionRequest, LLMBackend
-from valuegym.agents.llm.policy import LLMPolicy, parse_config
+from valuegym.agents.llm.backends.base import Completion, CompletionRequest, LLMBackend
+from valuegym.agents.llm.config import parse_config
+from valuegym.agents.llm.policy import LLMPolicy
 from valuegym.agents.llm.testing import DECIDE_SIM_REPLY
 from valuegym.agents.policy import AgentContext, Decision, Policy, SyncPolicy, Turn
 from valuegym.agents.scripted.decide_sim import (

@@ -26,7 +26,7 @@ from serve_support import (
 
 from valuegym.agents import agent_config
 from valuegym.agents.human import check_action
-from valuegym.agents.llm.backends import is_loopback
+from valuegym.agents.llm.networking import is_loopback
 from valuegym.app.server import create_app
 from valuegym.runner.experiment import Experiment
 from valuegym.runner.run import run_experiment

@@ -72,7 +72,7 @@ CONTRACTS = (
     Contract(
         "the web app reads records and the human seat's files, never environment code or the runner",
         "valuegym.app",
-        allowed=("valuegym.app", "=valuegym.agents.human", "=valuegym.agents.llm.backends"),
+        allowed=("valuegym.app", "=valuegym.agents.human", "=valuegym.agents.llm.networking"),
     ),
     Contract(
         "the record schema is pure data",

@@ -396,7 +396,7 @@ def test_scripted_configs_build_and_play(name: str) -> None:
 
 
 def test_llm_template_names_every_dimension() -> None:
-    from valuegym.agents.llm.policy import PromptTemplate
+    from valuegym.agents.llm.prompts import PromptTemplate
 
     env = coevolution.parallel_env(n_humans=20, dims="pg19")
     _, infos = env.reset(seed=0)

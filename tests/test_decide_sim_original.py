@@ -382,7 +382,7 @@ def test_failure_feedback_off_hides_the_last_outcome_but_records_it() -> None:
 
 
 def test_the_faithful_schema_asks_for_the_original_answer_shape() -> None:
-    from valuegym.agents.llm.policy import parse_json_reply, reply_schema
+    from valuegym.agents.llm.replies import parse_json_reply, reply_schema
 
     schema = faithful_env().action_schema("Alpha")
     decoding = reply_schema(schema, reasoning_max_chars=500, action_text_max_chars=50)
@@ -476,7 +476,7 @@ ORIGINAL_TEMPLATE = REPO / "agents" / "llm" / "templates" / "decide_sim_original
 def test_original_template_order_directive_and_memory() -> None:
     """The PromptOnly directive sits with the rules, before the state; the memory inside the state,
     between the location and the others; one user message; no threshold statements."""
-    from valuegym.agents.llm.policy import PromptTemplate
+    from valuegym.agents.llm.prompts import PromptTemplate
 
     env = faithful_env()
     _, infos = env.reset(seed=0)

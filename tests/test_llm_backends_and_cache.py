@@ -12,20 +12,19 @@ import jsonschema
 import pytest
 import ray
 
+from valuegym.agents.llm import config as llm_config
 from valuegym.agents.llm import policy as llm_policy
-from valuegym.agents.llm.backends import (
-    CachedBackend,
-    Completion,
-    CompletionRequest,
+from valuegym.agents.llm import replies as llm_replies
+from valuegym.agents.llm.backends.base import Completion, CompletionRequest, LLMBackend
+from valuegym.agents.llm.backends.cache import CachedBackend, ResponseCache
+from valuegym.agents.llm.backends.concurrency import (
     ConcurrencyLimitedBackend,
-    LlamaCppBackend,
-    LLMBackend,
-    MockBackend,
-    OpenAICompatibleBackend,
-    RetryingBackend,
+    SharedConcurrencyLimitedBackend,
 )
-from valuegym.agents.llm.cache import ResponseCache
-from valuegym.agents.llm.shared_limit import SharedConcurrencyLimitedBackend
+from valuegym.agents.llm.backends.llama_cpp import LlamaCppBackend
+from valuegym.agents.llm.backends.openai_compatible import OpenAICompatibleBackend
+from valuegym.agents.llm.backends.retry import RetryingBackend
+from valuegym.agents.llm.testing import MockBackend
 from valuegym.agents.policy import AgentContext
 from valuegym.envs import make_parallel
 
@@ -35,7 +34,7 @@ DECIDE_SIM_AGENTS = ("Alpha", "Beta", "Gamma", "Delta")
 # ---------------------------------------------------------------------- validators
 def test_a_schema_is_checked_and_compiled_once_for_every_agent_and_reply(tmp_path: Path) -> None:
     schema = make_parallel("decide_sim").action_schema("Alpha")
-    raw = llm_policy.parse_config(
+    raw = llm_config.parse_config(
         {
             **_smollm2_config(),
             "cache": {"enabled": False, "refresh": False, "path": str(tmp_path / "c.sqlite")},
@@ -43,22 +42,22 @@ def test_a_schema_is_checked_and_compiled_once_for_every_agent_and_reply(tmp_pat
     )
     policy = llm_policy.LLMPolicy(raw, "decide_sim", base_backend=MockBackend([]))
     policy.initial_state(AgentContext("Alpha", "decide_sim", DECIDE_SIM_AGENTS, schema, 0))
-    compiled = llm_policy._validator_for_json.cache_info().currsize
+    compiled = llm_replies._validator_for_json.cache_info().currsize
     for episode_seed in range(3):
         for agent in DECIDE_SIM_AGENTS:
             policy.initial_state(
                 AgentContext(agent, "decide_sim", DECIDE_SIM_AGENTS, copy.deepcopy(schema), episode_seed)
             )
-    parsed = llm_policy.parse_json_reply(
+    parsed = llm_replies.parse_json_reply(
         '{"reasoning": "", "action": {"action": "NAP", "target": "", "amount": 0, "message": ""}}',
         "stop",
         schema,
     )
     assert parsed.action is None and "NAP" in parsed.reason
-    assert llm_policy._validator_for_json.cache_info().currsize == compiled
-    assert llm_policy.schema_validator(copy.deepcopy(schema)) is llm_policy.schema_validator(schema)
+    assert llm_replies._validator_for_json.cache_info().currsize == compiled
+    assert llm_replies.schema_validator(copy.deepcopy(schema)) is llm_replies.schema_validator(schema)
     with pytest.raises(jsonschema.SchemaError):
-        llm_policy.schema_validator({"type": "no such type"})
+        llm_replies.schema_validator({"type": "no such type"})
 
 
 def _smollm2_config() -> dict[str, Any]:

@@ -14,16 +14,12 @@ import numpy as np
 import pytest
 import yaml
 
-from valuegym.agents.llm.backends import (
-    ChatMessage,
-    CompletionRequest,
-    LlamaCppBackend,
-    OpenAICompatibleBackend,
-    ScoringRequest,
-    bundled_smollm2_path,
-    plain_prompt,
-)
-from valuegym.agents.llm.policy import LLMPolicy, parse_config
+from valuegym.agents.llm.backends.base import ChatMessage, CompletionRequest, ScoringRequest, plain_prompt
+from valuegym.agents.llm.backends.gguf import bundled_smollm2_path
+from valuegym.agents.llm.backends.llama_cpp import LlamaCppBackend
+from valuegym.agents.llm.backends.openai_compatible import OpenAICompatibleBackend
+from valuegym.agents.llm.config import parse_config
+from valuegym.agents.llm.policy import LLMPolicy
 from valuegym.agents.llm.testing import LlamaServerProcess
 from valuegym.agents.policy import AgentContext, Turn
 from valuegym.envs.moral_machine import moral_machine

@@ -13,14 +13,12 @@ import pandas as pd
 import pytest
 from conftest import run_cli
 
-from valuegym.agents.llm.backends import (
-    ChatMessage,
-    CompletionRequest,
-    ConcurrencyLimitedBackend,
-    OpenAICompatibleBackend,
-    RetryingBackend,
-)
-from valuegym.agents.llm.limits import RateLimitedBackend, RateTable, SpendCapBackend, SpendCapReachedError
+from valuegym.agents.llm.backends.base import ChatMessage, CompletionRequest
+from valuegym.agents.llm.backends.concurrency import ConcurrencyLimitedBackend
+from valuegym.agents.llm.backends.openai_compatible import OpenAICompatibleBackend
+from valuegym.agents.llm.backends.rate_limit import RateLimitedBackend, RateTable
+from valuegym.agents.llm.backends.retry import RetryingBackend
+from valuegym.agents.llm.backends.spend_cap import SpendCapBackend, SpendCapReachedError
 from valuegym.agents.llm.testing import DECIDE_SIM_REPLY, StubOpenAIServer, rate_limited_calls
 
 SCHEMA = {

@@ -13,30 +13,22 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from valuegym.agents.llm.backends import (
-    MAX_RETRY_AFTER_S,
+from valuegym.agents.llm.backends.base import (
     BackendError,
-    CachedBackend,
-    CallBudgetBackend,
-    CallBudgetExceededError,
     ChatMessage,
     Completion,
     CompletionRequest,
-    ConcurrencyLimitedBackend,
     LLMBackend,
-    MockBackend,
-    RetryingBackend,
     TransientBackendError,
 )
-from valuegym.agents.llm.cache import ResponseCache
-from valuegym.agents.llm.policy import (
-    LLMConfig,
-    LLMPolicy,
-    make_from_config,
-    parse_config,
-    reply_schema,
-    strip_reasoning_markup,
-)
+from valuegym.agents.llm.backends.budget import CallBudgetBackend, CallBudgetExceededError
+from valuegym.agents.llm.backends.cache import CachedBackend, ResponseCache
+from valuegym.agents.llm.backends.concurrency import ConcurrencyLimitedBackend
+from valuegym.agents.llm.backends.retry import MAX_RETRY_AFTER_S, RetryingBackend
+from valuegym.agents.llm.config import LLMConfig, parse_config
+from valuegym.agents.llm.policy import LLMPolicy, make_from_config
+from valuegym.agents.llm.replies import reply_schema, strip_reasoning_markup
+from valuegym.agents.llm.testing import MockBackend
 from valuegym.agents.policy import AgentContext, Decision, Turn
 from valuegym.envs import decide_sim
 
@@ -634,7 +626,7 @@ def test_close_releases_the_backend_and_a_later_step_builds_a_new_one(tmp_path: 
 
 
 def test_cluster_wide_limit_is_for_servers_only(tmp_path: Path) -> None:
-    from valuegym.agents.llm.policy import build_backend
+    from valuegym.agents.llm.stack import build_backend
 
     with pytest.raises(ValueError, match="concurrency_scope: process"):
         build_backend(config(tmp_path, concurrency_scope="cluster"))

@@ -4,6 +4,7 @@ the embedded model, and scripted HTTP endpoints for faults a model cannot produc
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import pickle
 import secrets
@@ -14,12 +15,17 @@ from typing import Any
 import pytest
 import yaml
 
-from valuegym.agents.llm.backends import (
+from valuegym.agents.llm.backends.base import (
     BackendError,
     BackendUnavailableError,
-    OpenAICompatibleBackend,
+    ChatMessage,
+    Completion,
+    CompletionRequest,
 )
-from valuegym.agents.llm.policy import LLMPolicy, parse_config
+from valuegym.agents.llm.backends.llama_cpp import LlamaCppBackend
+from valuegym.agents.llm.backends.openai_compatible import OpenAICompatibleBackend
+from valuegym.agents.llm.config import parse_config
+from valuegym.agents.llm.policy import LLMPolicy
 from valuegym.agents.llm.testing import DECIDE_SIM_REPLY, LlamaServerProcess, StubOpenAIServer, free_port
 from valuegym.agents.policy import AgentContext, Decision, Turn
 from valuegym.envs import decide_sim
@@ -261,3 +267,37 @@ def test_canary_api_key_is_sent_but_never_stored_or_returned(
     for text in texts:
         assert canary not in text
     assert canary[-12:] not in str(rejected.value)
+
+
+@pytest.mark.slow
+def test_a_cancelled_embedded_completion_stops_at_its_next_token() -> None:
+    """Ctrl-C cancels the tasks that await completions. The embedded model completes on one
+    thread of its own, which used to go on to max_tokens (a run's exit waited for it, ~9 s);
+    the completion under way now stops at its next token, and a call queued behind it never starts."""
+    backend = LlamaCppBackend(n_ctx=1024, n_threads=1, mode="completion")
+    request = CompletionRequest(
+        messages=(ChatMessage("user", "1, 2, 3, 4, 5, 6, 7, 8, 9, 10,"),),
+        temperature=0.0,
+        max_tokens=300,
+        seed=0,
+    )
+
+    async def cancel_under_way() -> tuple[Completion, int, bool, bool]:
+        full = await backend.complete(request)  # uncancelled, the same request runs to max_tokens
+        running = asyncio.ensure_future(backend.complete(request))
+        queued = asyncio.ensure_future(backend.complete(dataclasses.replace(request, seed=1)))
+        await asyncio.sleep(0.5)  # the first is under way on the model thread, the second waits
+        running.cancel()
+        queued.cancel()
+        await asyncio.gather(running, queued, return_exceptions=True)
+        # one call at a time on the model thread: this runs once the cancelled one has stopped
+        evaluated = await backend._on_model_thread(lambda: backend._llama.n_tokens)
+        await backend.close()
+        return full, evaluated, running.cancelled(), queued.cancelled()
+
+    full, evaluated, running_cancelled, queued_cancelled = asyncio.run(cancel_under_way())
+    assert (full.finish_reason, full.completion_tokens) == ("length", 300)
+    assert running_cancelled and queued_cancelled
+    # the tokens in the model's context: the prompt and what the cancelled call generated (had the
+    # queued call run, it would hold its 300 tokens)
+    assert evaluated - full.prompt_tokens < full.completion_tokens / 2

@@ -23,7 +23,8 @@ import scale_policies
 from conftest import run_cli
 
 from valuegym.agents import KINDS
-from valuegym.agents.llm.shared_limit import SlotTable, shared_slots
+from valuegym.agents.llm.backends.concurrency import ACTOR_NAME, SlotTable
+from valuegym.agents.llm.backends.ray_actors import named_actor
 from valuegym.runner.executors import BatchSizer, RayOptions
 from valuegym.runner.experiment import Experiment, episode_seed
 from valuegym.runner.run import run_experiment
@@ -256,7 +257,7 @@ def test_the_llm_limit_holds_across_ray_workers(ray_job: str, tmp_path: Path) ->
     assert len(intervals) == 16 and len({pid for pid, _, _ in intervals}) == 2
     assert max_overlap(intervals) <= limit  # per-process limits would have let 2 x 3 = 6 through
     # The slot table saw both processes compete: it granted all 16 and held the limit exactly.
-    stats = ray.get(shared_slots().stats.remote(key))
+    stats = ray.get(named_actor(SlotTable, ACTOR_NAME).stats.remote(key))
     assert stats["peak_in_use"] == limit and stats["granted"] == 16 and stats["expired"] == 0
 
 

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from conftest import run_cli
 
-from valuegym.agents.llm.backends import BackendError, Completion
-from valuegym.agents.llm.cache import CacheError, ResponseCache
-from valuegym.agents.llm.policy import PromptTemplate
+from valuegym.agents.llm.backends.base import BackendError, Completion
+from valuegym.agents.llm.backends.cache import CacheError, ResponseCache
+from valuegym.agents.llm.prompts import PromptTemplate
 from valuegym.agents.llm.testing import DECIDE_SIM_REPLY, StubOpenAIServer
 from valuegym.agents.scripted import make_scripted
 from valuegym.envs import ENVIRONMENTS
@@ -265,7 +265,7 @@ def test_a_full_disk_fails_the_preflight_naming_the_cache(
 ) -> None:
     import shutil
 
-    from valuegym.agents.llm import cache as cache_module
+    from valuegym.agents.llm.backends import cache as cache_module
 
     usage = shutil.disk_usage(tmp_path)
     monkeypatch.setattr(cache_module.shutil, "disk_usage", lambda path: usage._replace(free=1_000_000))
@@ -413,7 +413,7 @@ def test_the_llm_config_never_echoes_values_in_its_errors() -> None:
     import yaml
     from test_llm_server import CONF_DIR
 
-    from valuegym.agents.llm.policy import parse_config
+    from valuegym.agents.llm.config import parse_config
 
     raw = yaml.safe_load((CONF_DIR / "openai.yaml").read_text())
     raw["backend"].update(base_url="http://x/v1", model="m", api_key=CANARY)

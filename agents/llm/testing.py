@@ -1,4 +1,8 @@
-"""Real local servers for tests and benchmarks of the LLM layer (127.0.0.1 only).
+"""Test doubles of the LLM layer: real local servers for tests and benchmarks (127.0.0.1 only),
+and a scripted backend for unit tests of pure logic.
+
+Test-only, yet installed with the package: Ray tasks of the tests and the ``bench/`` scripts
+import it, and neither has the ``tests/`` folder on its path.
 
 * :class:`LlamaServerProcess`: ``python -m llama_cpp.server`` with a GGUF file (by default
   the bundled SmolLM2) in a subprocess: a genuine OpenAI-compatible server that can be
@@ -12,6 +16,8 @@
   (slow replies, non-JSON text, rate limits).
 
 Both are context managers exposing ``base_url`` (ending in ``/v1``).
+
+* :class:`MockBackend`: scripted replies, for unit tests of pure logic only.
 """
 
 from __future__ import annotations
@@ -31,7 +37,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from valuegym.agents.llm.backends import bundled_smollm2_path
+from valuegym.agents.llm.backends.base import Completion, CompletionRequest, LLMBackend
+from valuegym.agents.llm.backends.gguf import bundled_smollm2_path
 
 HOST = "127.0.0.1"
 
@@ -336,8 +343,9 @@ def wait_until_serving(base_url: str, timeout_s: float = 30.0) -> None:
 def rate_limited_calls(base_url: str, count: int, rpm: float) -> None:
     """``count`` calls to ``base_url`` at once under a cluster-scope ``rpm`` limit (a Ray task in
     tests: the function must live in an importable module for Ray workers)."""
-    from valuegym.agents.llm.backends import ChatMessage, CompletionRequest, OpenAICompatibleBackend
-    from valuegym.agents.llm.limits import RateLimitedBackend
+    from valuegym.agents.llm.backends.base import ChatMessage, CompletionRequest
+    from valuegym.agents.llm.backends.openai_compatible import OpenAICompatibleBackend
+    from valuegym.agents.llm.backends.rate_limit import RateLimitedBackend
 
     backend = RateLimitedBackend(
         OpenAICompatibleBackend(base_url, "stub", json_mode="none"),
@@ -359,3 +367,37 @@ def rate_limited_calls(base_url: str, count: int, rpm: float) -> None:
             await backend.close()
 
     asyncio.run(calls())
+
+
+class MockBackend(LLMBackend):
+    """Scripted replies for unit tests of pure logic: each call takes the next item.
+
+    An item that is an exception is raised instead of replied. ``requests`` records
+    every request received, in order. Token counts are word counts.
+    """
+
+    kind = "mock"
+
+    def __init__(self, replies: Sequence[str | BaseException], *, model_id: str = "mock") -> None:
+        self._replies = list(replies)
+        self._model_id = model_id
+        self.requests: list[CompletionRequest] = []
+
+    @property
+    def model_id(self) -> str:
+        return self._model_id
+
+    async def complete(self, request: CompletionRequest) -> Completion:
+        self.requests.append(request)
+        if len(self.requests) > len(self._replies):
+            raise AssertionError(f"MockBackend has no scripted reply for call {len(self.requests)}")
+        reply = self._replies[len(self.requests) - 1]
+        if isinstance(reply, BaseException):
+            raise reply
+        return Completion(
+            text=reply,
+            prompt_tokens=sum(len(message.content.split()) for message in request.messages),
+            completion_tokens=len(reply.split()),
+            latency_s=0.0,
+            finish_reason="stop",
+        )

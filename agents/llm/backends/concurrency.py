@@ -1,12 +1,12 @@
-"""A cluster-wide limit on the calls in flight to one LLM backend.
+"""Limits on the calls in flight to one backend: per process, or across a Ray cluster.
 
-:class:`~valuegym.agents.llm.backends.ConcurrencyLimitedBackend` bounds the calls of one
-process. On Ray every worker is such a process, so ``N`` workers would send ``N × limit``
-calls to one server. :class:`SharedConcurrencyLimitedBackend` instead takes a slot from a
-:class:`SlotTable` held by one named, detached Ray actor that every driver and worker of
-the cluster shares (Hydra sweep jobs included), with one pool of slots per backend key
-(e.g. the server URL and model). Outside Ray (``ray.is_initialized()`` is false) it is a
-per-process semaphore, like a local run's.
+:class:`ConcurrencyLimitedBackend` bounds the calls of one process. On Ray every worker is
+such a process, so ``N`` workers would send ``N × limit`` calls to one server.
+:class:`SharedConcurrencyLimitedBackend` instead takes a slot from a :class:`SlotTable` held
+by one named, detached Ray actor that every driver and worker of the cluster shares (Hydra
+sweep jobs included), with one pool of slots per backend key (e.g. the server URL and
+model). Outside Ray (``ray.is_initialized()`` is false) it is a per-process semaphore, like
+a local run's.
 
 Slots are granted first come, first served. A slot whose holder died (a crashed worker
 never releases) is taken back after ``lease_s``, which must therefore exceed the longest
@@ -17,25 +17,40 @@ flight the limit may be exceeded once.
 from __future__ import annotations
 
 import asyncio
-import sys
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from valuegym.agents.llm.backends import (
+from valuegym.agents.llm.backends.base import (
     BackendWrapper,
     Completion,
     CompletionRequest,
-    ConcurrencyLimitedBackend,
     LLMBackend,
+    PerEventLoop,
+    ScoringRequest,
 )
+from valuegym.agents.llm.backends.ray_actors import SharedActor
+
+
+class ConcurrencyLimitedBackend(BackendWrapper):
+    """At most ``limit`` calls in flight at once (per event loop, i.e. per process)."""
+
+    def __init__(self, inner: LLMBackend, limit: int) -> None:
+        super().__init__(inner)
+        if limit < 1:
+            raise ValueError(f"the concurrency limit must be at least 1, got {limit}")
+        self.limit = limit
+        self._semaphores: PerEventLoop[asyncio.Semaphore] = PerEventLoop(lambda: asyncio.Semaphore(limit))
+
+    async def _around(self, call: Callable[[Any], Any], request: CompletionRequest | ScoringRequest) -> Any:
+        async with self._semaphores.get():
+            return await call(request)
+
+
+DEFAULT_LEASE_S = 600.0
 
 ACTOR_NAME = "valuegym_llm_slots"
-ACTOR_NAMESPACE = "valuegym"
-#: calls the actor serves at once; a waiting ``acquire`` occupies one, so this bounds the
-#: LLM calls that can be queued across the cluster (Ray's default of 1000 is too few)
-ACTOR_MAX_CONCURRENCY = 100_000
-DEFAULT_LEASE_S = 600.0
 
 
 @dataclass
@@ -157,23 +172,6 @@ class SlotTable:
             waiter.slot.set_result(True)
 
 
-def shared_slots() -> Any:
-    """The cluster's slot table actor, created by the first process that asks for it."""
-    import ray
-
-    actor_class = ray.remote(SlotTable)
-    return actor_class.options(
-        name=ACTOR_NAME,
-        namespace=ACTOR_NAMESPACE,
-        lifetime="detached",  # shared by every job on the cluster; outlives the run that created it
-        get_if_exists=True,
-        num_cpus=0,
-        max_concurrency=ACTOR_MAX_CONCURRENCY,
-        max_restarts=-1,
-        max_task_retries=-1,
-    ).remote()
-
-
 class SharedConcurrencyLimitedBackend(BackendWrapper):
     """At most ``limit`` calls in flight to the backend ``key`` across the whole Ray cluster
     (per event loop, i.e. per process, when Ray is not running)."""
@@ -191,13 +189,12 @@ class SharedConcurrencyLimitedBackend(BackendWrapper):
         self.key = key
         self.limit = limit
         self.lease_s = lease_s
-        self._slots: tuple[str, Any] | None = None  # (Ray session, actor handle)
+        self._slots = SharedActor(SlotTable, ACTOR_NAME)
 
     async def complete(self, request: CompletionRequest) -> Completion:
-        ray = sys.modules.get("ray")  # a process that never imported Ray is not connected to it
-        if ray is None or not ray.is_initialized():
+        slots = self._slots.handle()
+        if slots is None:
             return await self._local.complete(request)
-        slots = self._shared_slots(ray)
         holder = uuid.uuid4().hex  # names this call's slot; never affects results
         try:
             await slots.acquire.remote(self.key, self.limit, holder, self.lease_s)
@@ -208,9 +205,3 @@ class SharedConcurrencyLimitedBackend(BackendWrapper):
             return await self.inner.complete(request)
         finally:
             slots.release.remote(self.key, holder, self.lease_s)  # no need to wait for it
-
-    def _shared_slots(self, ray: Any) -> Any:
-        session = ray.get_runtime_context().get_session_name()
-        if self._slots is None or self._slots[0] != session:
-            self._slots = (session, shared_slots())
-        return self._slots[1]

@@ -1,4 +1,5 @@
-"""A persistent response cache for model calls, in one SQLite file.
+"""A persistent response cache for model calls, in one SQLite file, and the wrapper that
+serves calls from it (:class:`CachedBackend`).
 
 A rerun of an experiment asks the same questions with the same seeds, so it is
 answered from here: zero model calls, the same replies and token counts, hence the
@@ -16,6 +17,7 @@ file (``VALUEGYM_CACHE_DIR``) or use a node-local path.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -27,7 +29,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from valuegym.agents.llm.backends import BackendError, Completion, CompletionRequest, ScoringRequest
+from valuegym.agents.llm.backends.base import (
+    BackendError,
+    BackendWrapper,
+    Completion,
+    CompletionRequest,
+    LLMBackend,
+    OptionScores,
+    ScoringRequest,
+)
 
 #: bump when the key or the stored fields change meaning (old entries then never match)
 CACHE_FORMAT = 2
@@ -45,7 +55,6 @@ CREATE TABLE IF NOT EXISTS replies (
     created_at REAL NOT NULL
 )
 """
-
 
 #: free bytes the cache's disk must have at preflight
 MIN_FREE_BYTES = 50_000_000
@@ -182,3 +191,59 @@ class ResponseCache:
             self._local.connection = connection
             self._local.pid = os.getpid()
         return self._local.connection
+
+
+class CachedBackend(BackendWrapper):
+    """Serves repeated requests from a :class:`ResponseCache`.
+
+    A hit returns the stored reply and token counts with ``cache_hit=True``, ``calls=0``
+    and the lookup time as latency. ``refresh=True`` ignores stored replies but stores new ones.
+    """
+
+    def __init__(self, inner: LLMBackend, cache: ResponseCache, *, refresh: bool = False) -> None:
+        super().__init__(inner)
+        self.cache = cache
+        self.refresh = refresh
+
+    async def check(self) -> None:
+        self.cache.check()  # a corrupt or unwritable cache fails the preflight, naming the file
+        await self.inner.check()
+
+    async def complete(self, request: CompletionRequest) -> Completion:
+        key = self.cache.key(self.kind, self.cache_identity, request)
+        if not self.refresh:
+            start = time.perf_counter()
+            stored = self.cache.get(key)
+            if stored is not None:
+                return dataclasses.replace(
+                    stored, latency_s=time.perf_counter() - start, cache_hit=True, calls=0
+                )
+        completion = await self.inner.complete(request)
+        self.cache.put(key, self.kind, self.model_id, completion)
+        return completion
+
+    async def score(self, request: ScoringRequest) -> OptionScores:
+        """Scores are stored as a completion whose text is their JSON (``finish_reason="scores"``)."""
+        key = self.cache.key(self.kind, self.cache_identity, request)
+        if not self.refresh:
+            start = time.perf_counter()
+            stored = self.cache.get(key)
+            if stored is not None and stored.finish_reason == "scores":
+                values = json.loads(stored.text)
+                return OptionScores(
+                    logprobs=tuple(values["logprobs"]),
+                    tokens=tuple(values["tokens"]),
+                    prompt_tokens=stored.prompt_tokens,
+                    latency_s=time.perf_counter() - start,
+                    cache_hit=True,
+                    calls=0,
+                )
+        scores = await self.inner.score(request)
+        text = json.dumps({"logprobs": scores.logprobs, "tokens": scores.tokens})
+        stored = Completion(text, scores.prompt_tokens, sum(scores.tokens), scores.latency_s, "scores")
+        self.cache.put(key, self.kind, self.model_id, stored)
+        return scores
+
+    async def close(self) -> None:
+        self.cache.close()
+        await self.inner.close()
