@@ -14,11 +14,9 @@ Wrappers add one concern each and are themselves backends (Concordia's
 ``retry_wrapper``/``call_limit_wrapper`` pattern), one module each, so a policy composes
 the stack it needs (``valuegym.agents.llm.stack.build_backend``)::
 
-    CachedBackend -> RetryingBackend -> CallBudgetBackend -> SpendCapBackend -> RateLimitedBackend
-        -> ConcurrencyLimitedBackend (or SharedConcurrencyLimitedBackend) -> model
-
-    cache.py        retry.py          budget.py            spend_cap.py      rate_limit.py
-        concurrency.py
+    CachedBackend (cache.py) -> RetryingBackend (retry.py) -> CallBudgetBackend (budget.py)
+        -> SpendCapBackend (spend_cap.py) -> RateLimitedBackend (rate_limit.py)
+        -> ConcurrencyLimitedBackend or SharedConcurrencyLimitedBackend (concurrency.py) -> model
 
 The limits that a Ray cluster shares live in named actors (``ray_actors.py``). Test doubles
 (a scripted backend, local servers) are in ``valuegym.agents.llm.testing``, never here.
