@@ -698,7 +698,7 @@ class DecideSimEnv(ParallelEnv):
 
     # ------------------------------------------------------------------ records
     def episode_summary(self) -> EpisodeSummary:
-        """Metrics of the episode so far (design note §4, with the original's bugs fixed), and the
+        """Metrics of the episode so far (the original analysis code's, with its bugs fixed: docs/scenarios.md), and the
         original's own definitions as ``orig_*`` columns (:func:`decide_sim_original.metric_columns`)."""
         p = self.params
         states = self._state

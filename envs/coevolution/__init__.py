@@ -6,8 +6,8 @@ influenced locks moral progress in place; it needs GPUs and 8B checkpoints. This
 keeps its loop (history pulls the population, then the AIs pull it; the AIs learn only from
 the influenced population; the score compares the population with the later part of a
 reference trajectory) and replaces the single LLM proxy with N simulated people on a social
-network, so diversity and lock-in become measurable. Source of the design, equations and
-defaults: design notes ``progressgym-coevolve.md`` §5.
+network, so diversity and lock-in become measurable. The equations and defaults below are
+valuegym's generalisation of PG-Coevolve's loop to a population (docs/scenarios.md).
 
 **State.** d named value dimensions (:data:`DIM_LAYOUTS`), all values in [0, 1].
 A reference "moral progress" trajectory A (T centuries × d), linearly interpolated to â(τ);

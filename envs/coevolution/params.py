@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 DIM_LAYOUTS: dict[str, tuple[str, ...]] = {
     # Moral Foundations Theory: ProgressGym's questionnaire dimensions 10–14.
     "foundations": ("care", "fairness", "loyalty", "authority", "sanctity"),
-    # ProgressGym's 19-dimensional questionnaire (design notes §1.2).
+    # ProgressGym's 19-dimensional questionnaire (Qiu et al. 2024, its moral-value survey).
     "pg19": (
         # 0–9: Gert's ten moral rules (MoralChoice)
         "do_not_kill",

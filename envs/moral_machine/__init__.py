@@ -2,7 +2,7 @@
 
 A PettingZoo ``ParallelEnv`` re-implementing the dilemmas of Awad et al. 2018 ("The Moral
 Machine experiment", Nature 563:59-64) with the prompt wording of Takemoto 2024 (R. Soc. Open
-Sci. 11:231393, repository ``kztakemoto/mmllm``); see ``../shared/design/moral-machine.md``.
+Sci. 11:231393, repository ``kztakemoto/mmllm``).
 
 A dilemma: a self-driving car with sudden brake failure either stays in its lane, killing the
 group ahead, or swerves, killing the group in the other lane. Each group is pedestrians (on a
@@ -10,7 +10,7 @@ zebra crossing, maybe facing a green or red signal) or the car's passengers (whe
 barrier blocks one lane). The two groups differ in one *scenario dimension* (species, social
 status, gender, age, fitness, number of characters) or are drawn at random.
 
-Generator (design note §2-3). Each dilemma draws, independently and with the design's
+Generator (Awad et al. 2018's design, as Takemoto 2024's code draws it). Each dilemma draws, independently and with the design's
 probabilities: the scenario type; the two groups from that type's pool (pools are fixed tuples,
 never sets); the layout (pedestrians on both lanes, or passengers behind a barrier ahead or in
 the other lane); which group takes which place (a fair coin); the signals; and, **independently

@@ -1,4 +1,4 @@
-"""The Moral Machine's dilemma generator (design note §2-3): groups, layout, signals, presentation order.
+"""The Moral Machine's dilemma generator (Awad et al. 2018, as Takemoto 2024 codes it): groups, layout, signals, presentation order.
 
 Each dilemma draws, independently and with the design's probabilities (``design.py``): the
 scenario type; the two groups from that type's pool (``characters.py``); the layout; which group
@@ -64,7 +64,7 @@ def _sample(rng: np.random.Generator, population: int, size: int) -> tuple[int, 
 
 
 def _draw_groups(rng: np.random.Generator, scenario_type: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """(baseline group, effect group) of one dilemma of ``scenario_type`` (design note §3)."""
+    """(baseline group, effect group) of one dilemma of ``scenario_type`` (Awad et al.'s pools per dimension)."""
     n_all = len(CHARACTERS)
     if scenario_type == "Utilitarian":
         shared = _sample(rng, n_all, int(rng.integers(1, MAX_GROUP_SIZE)))
