@@ -20,15 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from valuegym.envs import ENVIRONMENTS
-from valuegym.scenarios.schema import (
-    Problem,
-    Scenario,
-    ScenarioError,
-    Slot,
-    read_document,
-    suggest,
-    validate_data,
-)
+from valuegym.scenarios.located_yaml import Problem, ScenarioError, read_document, suggest
+from valuegym.scenarios.schema import Scenario, Slot, validate_data
 
 SHIPPED = Path(__file__).parent
 
