@@ -147,6 +147,7 @@ def action_schema() -> dict[str, Any]:
         "x-reply": {
             "fields": {"reasoning": {"type": "string"}, "high_level_goal": {"type": "string"}},
             "action_key": "action_details",
+            "strict_json": True,  # the original's bare json.loads: a raw control character in a string fails
         },
     }
 

@@ -16,8 +16,10 @@ and never on an environment's code:
   structured dict or an index into the discrete ``action_space(agent)`` (RL).
   Two extension keys tell LLM agents how to answer: ``"x-text-answer": true`` (the
   reply text itself is the action, ``{"text": reply}``) and ``"x-reply": {"fields":
-  {name: schema}, "action_key": key}`` (the reply is an object holding those fields
-  first and the action under ``key``; without it, ``{"reasoning", "action"}``).
+  {name: schema}, "action_key": key, "strict_json": bool}`` (the reply is an object holding
+  those fields first and the action under ``key``; without it, ``{"reasoning", "action"}``;
+  ``strict_json``: a raw control character inside a string makes the reply unreadable, as
+  Python's strict ``json.loads``; by default such a reply is read).
 * **Records**: ``env.episode_summary()`` (after the episode) returns
   per-episode and per-agent metric columns and any extra datasets. ``env.record_columns``
   (:data:`RecordColumns`, default none) gives the Arrow types of those columns, and of the

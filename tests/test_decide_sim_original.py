@@ -399,6 +399,16 @@ def test_the_faithful_schema_asks_for_the_original_answer_shape() -> None:
         json.dumps({"reasoning": "x", "action": {"action": "WAIT"}}), "stop", schema
     )
     assert wrong_shape.action is None and "'action_details'" in wrong_shape.reason
+    # A raw newline inside a string (llama.cpp servers' grammars let one through): the original's
+    # bare json.loads fails on it, and so does the faithful setting; the default game reads it.
+    raw_newline = json.dumps(reply).replace("I need power;", "I need" + chr(10) + "power;")
+    assert parse_json_reply(raw_newline, "stop", schema).reason.startswith(
+        "not JSON (Invalid control character"
+    )
+    default_schema = make_parallel("decide_sim").action_schema("Alpha")
+    wait = {"action": "WAIT", "target": "", "amount": 0, "message": ""}
+    text = '{"reasoning": "I need' + chr(10) + 'power", "action": ' + json.dumps(wait) + "}"
+    assert parse_json_reply(text, "stop", default_schema).action == wait
 
 
 def test_cli_replays_original_seeds_and_analyses_them_as_the_original(tmp_path: Path) -> None:

@@ -72,10 +72,8 @@ def test_the_shipped_openai_config_works_unmodified_against_a_llama_cpp_server(
     assert model.active_json_mode == "json_object"
     [decision] = run(policy, first_turns(policy, ["Alpha"]))
     assert decision.llm is not None and decision.llm.calls == 1 and decision.llm.raw_reply
-    # The server answered in JSON mode (the reply's shape is the schema's); whether a 135M model's
-    # content is a usable action is the model's business: an unusable one is recorded with its reason.
-    assert decision.llm.raw_reply.startswith('{"reasoning"'), decision.llm.raw_reply
-    assert decision.valid or decision.reason, decision
+    assert decision.llm.raw_reply.startswith('{"reasoning"'), decision.llm.raw_reply  # JSON mode
+    assert decision.valid or "max_tokens" in decision.reason, decision.reason
     # The schema sent had no 1,500-character cap (whose grammar crashes this server): it still answers.
     asyncio.run(OpenAICompatibleBackend(llama_server.base_url, "smollm2").check())
 
@@ -114,7 +112,7 @@ def assert_valid_decide_sim_action(decision: Decision) -> None:
     assert decision.valid, f"{decision.reason}: {decision.llm.raw_reply if decision.llm else ''}"
     assert decision.llm is not None and decision.llm.calls == 1 and not decision.llm.cache_hit
     assert decision.llm.prompt_tokens > 500 and decision.llm.completion_tokens > 0
-    reply = json.loads(decision.llm.raw_reply)
+    reply = json.loads(decision.llm.raw_reply, strict=False)  # read as the policy reads it
     assert list(reply) == ["reasoning", "action"]
     assert reply["action"] == decision.action
 

@@ -121,7 +121,9 @@ def parse_json_reply(
     if not answer:
         return ParsedReply(None, "empty reply")
     try:
-        reply = json.loads(answer)
+        # Servers' JSON grammars (llama.cpp's) let a raw newline into a string: unambiguous, so read
+        # by default; an env whose source read strictly says so (x-reply strict_json)
+        reply = json.loads(answer, strict=bool(reply_layout(action_schema).get("strict_json", False)))
     except json.JSONDecodeError as error:
         cut = "; the reply hit max_tokens" if finish_reason == "length" else ""
         return ParsedReply(None, f"not JSON ({error}){cut}")
