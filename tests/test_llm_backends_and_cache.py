@@ -15,7 +15,7 @@ import ray
 from valuegym.agents.llm import config as llm_config
 from valuegym.agents.llm import policy as llm_policy
 from valuegym.agents.llm import replies as llm_replies
-from valuegym.agents.llm.backends.base import Completion, CompletionRequest, LLMBackend
+from valuegym.agents.llm.backends.base import CompletionRequest, LLMBackend
 from valuegym.agents.llm.backends.cache import CachedBackend, ResponseCache
 from valuegym.agents.llm.backends.concurrency import (
     ConcurrencyLimitedBackend,
@@ -24,7 +24,7 @@ from valuegym.agents.llm.backends.concurrency import (
 from valuegym.agents.llm.backends.llama_cpp import LlamaCppBackend
 from valuegym.agents.llm.backends.openai_compatible import OpenAICompatibleBackend
 from valuegym.agents.llm.backends.retry import RetryingBackend
-from valuegym.agents.llm.testing import MockBackend
+from valuegym.agents.llm.testing import InFlightCountingBackend, MockBackend
 from valuegym.agents.policy import AgentContext
 from valuegym.envs import make_parallel
 
@@ -115,25 +115,9 @@ def test_cached_replies_are_served_only_to_the_same_backend(tmp_path: Path) -> N
 
 
 # ---------------------------------------------------------------------- concurrency outside Ray
-class SlowBackend(LLMBackend):
-    kind = "slow"
-    model_id = "slow"
-
-    def __init__(self) -> None:
-        self.in_flight = 0
-        self.most_in_flight = 0
-
-    async def complete(self, request: CompletionRequest) -> Completion:
-        self.in_flight += 1
-        self.most_in_flight = max(self.most_in_flight, self.in_flight)
-        await asyncio.sleep(0.01)
-        self.in_flight -= 1
-        return Completion("ok", 1, 1, 0.01)
-
-
 def test_shared_limit_outside_ray_caps_calls_per_process() -> None:
     assert not ray.is_initialized()
-    slow = SlowBackend()
+    slow = InFlightCountingBackend()
     limited = SharedConcurrencyLimitedBackend(slow, "http://127.0.0.1:8001/v1 smollm2", 2)
 
     async def many() -> None:

@@ -18,7 +18,6 @@ from valuegym.agents.llm.backends.base import (
     ChatMessage,
     Completion,
     CompletionRequest,
-    LLMBackend,
     TransientBackendError,
 )
 from valuegym.agents.llm.backends.budget import CallBudgetBackend, CallBudgetExceededError
@@ -28,7 +27,7 @@ from valuegym.agents.llm.backends.retry import MAX_RETRY_AFTER_S, RetryingBacken
 from valuegym.agents.llm.config import LLMConfig, parse_config
 from valuegym.agents.llm.policy import LLMPolicy, make_from_config
 from valuegym.agents.llm.replies import reply_schema, strip_reasoning_markup
-from valuegym.agents.llm.testing import MockBackend
+from valuegym.agents.llm.testing import InFlightCountingBackend, MockBackend
 from valuegym.agents.policy import AgentContext, Decision, Turn
 from valuegym.envs import decide_sim
 
@@ -534,24 +533,8 @@ def test_call_budget_stops_calls_beyond_the_limit() -> None:
         asyncio.run(retrying.complete(request()))
 
 
-class SlowBackend(LLMBackend):
-    kind = "slow"
-    model_id = "slow"
-
-    def __init__(self) -> None:
-        self.in_flight = 0
-        self.most_in_flight = 0
-
-    async def complete(self, request: CompletionRequest) -> Completion:
-        self.in_flight += 1
-        self.most_in_flight = max(self.most_in_flight, self.in_flight)
-        await asyncio.sleep(0.01)
-        self.in_flight -= 1
-        return Completion(reply(WAIT), 1, 1, 0.01)
-
-
 def test_concurrency_limit_caps_calls_in_flight() -> None:
-    slow = SlowBackend()
+    slow = InFlightCountingBackend(reply(WAIT))
     limited = ConcurrencyLimitedBackend(slow, 3)
 
     async def many() -> None:
@@ -563,7 +546,7 @@ def test_concurrency_limit_caps_calls_in_flight() -> None:
 
 
 def test_step_batch_sends_all_turns_concurrently(tmp_path: Path) -> None:
-    slow = SlowBackend()
+    slow = InFlightCountingBackend(reply(WAIT))
     policy = LLMPolicy(config(tmp_path, concurrency=8), "decide_sim", base_backend=slow)
     episode = Episode()
     results = decide(policy, *(episode.turn(policy, agent) for agent in episode.env.possible_agents))

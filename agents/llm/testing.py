@@ -401,3 +401,24 @@ class MockBackend(LLMBackend):
             latency_s=0.0,
             finish_reason="stop",
         )
+
+
+class InFlightCountingBackend(LLMBackend):
+    """Answers ``text`` after ``delay_s`` and counts the calls in flight at once (``most_in_flight``),
+    for tests of concurrency limits."""
+
+    kind = "slow"
+    model_id = "slow"
+
+    def __init__(self, text: str = "ok", delay_s: float = 0.01) -> None:
+        self.text = text
+        self.delay_s = delay_s
+        self.in_flight = 0
+        self.most_in_flight = 0
+
+    async def complete(self, request: CompletionRequest) -> Completion:
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        await asyncio.sleep(self.delay_s)
+        self.in_flight -= 1
+        return Completion(self.text, 1, 1, self.delay_s)
