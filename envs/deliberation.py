@@ -26,6 +26,7 @@ Two choices hold for every panel:
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
@@ -122,7 +123,7 @@ ItemT = TypeVar("ItemT")
 AnswerT = TypeVar("AnswerT", bound=PanelAnswer)
 
 
-class PanelEnv(ParallelEnv, Generic[ItemT, AnswerT]):
+class PanelEnv(ParallelEnv, ABC, Generic[ItemT, AnswerT]):
     """A PettingZoo ``ParallelEnv`` in which a panel answers a plan of dilemmas (see the module docstring).
 
     ``plan[i]`` is the i-th dilemma of the episode as the subclass draws it; ``answers[i][r][agent]``
@@ -172,37 +173,37 @@ class PanelEnv(ParallelEnv, Generic[ItemT, AnswerT]):
         self._action_spaces = {a: gymnasium.spaces.Discrete(n_actions) for a in self.possible_agents}
 
     # ------------------------------------------------------------------ what a panel supplies
+    @abstractmethod
     def _draw_plan(self, rng: np.random.Generator, count: int) -> list[ItemT]:
         """The first ``count`` dilemmas of an episode, drawn with ``rng``."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _parse(self, action: Any) -> AnswerT:
         """The answer ``action`` gives to the current dilemma (an invalid one says why it is none)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _consequences(self, agent: str, index: int, answer: AnswerT) -> list[MoralEvent]:
         """The moral events of a binding answer to dilemma ``index``."""
-        raise NotImplementedError
 
     def _reward(self, answer: AnswerT) -> float:
         """The reward of a binding answer (0 unless a panel rewards answers)."""
         return 0.0
 
+    @abstractmethod
     def _outcome(self, index: int, round_: int, binding: bool, answer: AnswerT) -> Outcome:
         """``infos[agent]["outcome"]`` of an answer in round ``round_`` of dilemma ``index``."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _observe(self) -> dict[str, np.ndarray]:
         """The observation and action mask now; every agent of a panel sees the same."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _situation(self, agent: str) -> dict[str, Any]:
         """``infos[agent]["situation"]`` now."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _render_dilemma(self) -> list[str]:
         """The lines of :meth:`render` that show the current dilemma."""
-        raise NotImplementedError
 
     # ------------------------------------------------------------------ spaces
     def observation_space(self, agent: str) -> gymnasium.spaces.Dict:
