@@ -40,6 +40,20 @@ def run_cli(
     return result
 
 
+def start_cli(
+    *args: str, env: dict[str, str] | None = None, cwd: Path = REPO, stdout: int = subprocess.PIPE
+) -> subprocess.Popen[str]:
+    """``valuegym ARGS`` started in a subprocess (stderr piped), for tests that act while it runs."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "valuegym.cli", *args],
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 @pytest.fixture(scope="session")
 def app_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder of finished runs of every environment (tests/serve_support.py), for the web app."""

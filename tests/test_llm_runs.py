@@ -9,7 +9,6 @@ import signal
 import socket
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import REPO, run_cli
+from conftest import run_cli, start_cli
 
 from valuegym.agents.llm.testing import LlamaServerProcess
 from valuegym.runner.run import EXIT_EPISODES_FAILED, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_REFUSED
@@ -109,14 +108,7 @@ def test_server_killed_mid_run_fails_those_episodes_and_a_rerun_completes_them(
     cache_dir = tmp_path / "cache"
     run_dir = tmp_path / "run"
     env = {**os.environ, "VALUEGYM_CACHE_DIR": str(cache_dir)}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "valuegym.cli", *llm_run(server, run_dir, episodes=3)],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = start_cli(*llm_run(server, run_dir, episodes=3), env=env, stdout=subprocess.DEVNULL)
     try:
         # Episode 0 is written, and episode 1 has made its first turn's calls: then the server dies.
         deadline = time.monotonic() + 300
@@ -151,14 +143,7 @@ def test_ctrl_c_stops_within_seconds_in_one_line_and_the_rerun_resumes(
     env = {**os.environ, "VALUEGYM_CACHE_DIR": str(cache_dir)}
     run_cli(*llm_run(server, run_dir, episodes=1, turns=1), env=env)  # episode 0: done before the interrupt
     replies_before = cached_replies(cache_dir)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "valuegym.cli", *llm_run(server, run_dir, episodes=3, turns=1)],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = start_cli(*llm_run(server, run_dir, episodes=3, turns=1), env=env)
     try:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and cached_replies(cache_dir) < replies_before + 2:

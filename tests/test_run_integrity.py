@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import REPO, run_cli
+from conftest import REPO, run_cli, start_cli
 
 from valuegym.agents import OPERATIONAL_SETTINGS, agent_config, decision_settings
 from valuegym.analysis.records import RecordsError, load
@@ -43,23 +43,13 @@ def tree_digest(folder: Path) -> dict[str, str]:
     }
 
 
-def valuegym(*args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "valuegym.cli", *args],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
 # --------------------------------------------------------------------------- one writer
 
 
 def test_two_concurrent_runs_on_one_directory_one_fails_fast_naming_the_holder(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     args = ["run", *SCRIPTED, "episodes=600", "executor.write_every=50", f"hydra.run.dir={run_dir}"]
-    first, second = valuegym(*args), valuegym(*args)
+    first, second = start_cli(*args), start_cli(*args)
     processes = {first.pid: first, second.pid: second}
     deadline = time.monotonic() + 300
     while all(p.poll() is None for p in processes.values()) and time.monotonic() < deadline:
@@ -103,15 +93,7 @@ def test_a_held_lock_refuses_the_run_and_the_directory_stays_byte_identical(tmp_
 
 def test_default_directories_of_runs_started_together_differ(tmp_path: Path) -> None:
     args = ["run", *SCRIPTED, "episodes=1"]
-    processes = [
-        subprocess.Popen(
-            [sys.executable, "-m", "valuegym.cli", *args],
-            cwd=tmp_path,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        for _ in range(2)
-    ]
+    processes = [start_cli(*args, cwd=tmp_path, stdout=subprocess.DEVNULL) for _ in range(2)]
     assert [p.wait(timeout=120) for p in processes] == [0, 0]
     runs = sorted(path.parent for path in (tmp_path / "outputs").rglob("manifest.json"))
     assert len(runs) == 2
