@@ -38,7 +38,7 @@ from tqdm import tqdm
 from valuegym.records import DuplicateEpisodeError, RecordStore, write_atomically
 from valuegym.runner.episode import EpisodeResult
 from valuegym.runner.executors import EXECUTORS
-from valuegym.runner.experiment import Experiment
+from valuegym.runner.experiment import EpisodeSetup, Experiment
 from valuegym.runner.rundir import (
     RunDirectoryConflictError,
     RunDirectoryLockedError,
@@ -452,7 +452,7 @@ def run_experiment(
     try:
         if on_claimed is not None:
             on_claimed(run_dir)
-        return _run_claimed(experiment, run_dir, store, options, kind, quiet)
+        return _run_claimed(experiment, setup, run_dir, store, options, kind, quiet)
     finally:
         run_log.removeHandler(log_handler)
         log_handler.close()
@@ -469,13 +469,13 @@ def _check_records(store: RecordStore) -> None:
 
 def _run_claimed(
     experiment: Experiment,
+    setup: EpisodeSetup,
     run_dir: Path,
     store: RecordStore,
     options: Mapping[str, Any],
     kind: str,
     quiet: bool,
 ) -> RunTotals:
-    setup = experiment.setup()
     manifest = Manifest(run_dir, experiment)
     finished = store.finished_episodes()
     done = {i for i, s in finished.items() if s == "ok"}
@@ -568,6 +568,6 @@ def _run_claimed(
     return totals
 
 
-def _close(setup: Any) -> None:
+def _close(setup: EpisodeSetup) -> None:
     """Await every policy's ``close`` (once, after the last episode)."""
     asyncio.run(close_policies(setup.policies()))

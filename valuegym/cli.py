@@ -100,7 +100,7 @@ def run_job(cfg: DictConfig) -> None:
     quiet_library_logs()
     hydra_config = HydraConfig.get()
     run_dir = Path(hydra_config.runtime.output_dir)
-    try:  # a sweep's job is checked here (a single run was checked before Hydra started)
+    try:  # a sweep's jobs are checked only here (and a single run again: its check before Hydra may be skipped)
         check_config(cfg)
         experiment = _experiment(cfg)
     except (InputError, ScenarioError) as error:
